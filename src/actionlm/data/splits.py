@@ -1,0 +1,105 @@
+"""Evaluation protocols -> ``splits/{protocol}.parquet`` (sample_id, split).
+
+Standard protocols follow the datasets' papers (NTU60: Shahroudy et al. 2016; NTU120: Liu et
+al. 2019; NW-UCLA: Wang et al. 2014). ``unseen{K}_seed{S}`` holds out K classes chosen by a
+seeded draw, as LLM-AR and SUGAR do for zero-shot recognition: seen classes train, unseen
+classes test.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from actionlm.errors import ActionlmError
+from actionlm.io import with_metadata
+
+NTU60_XSUB_TRAIN = frozenset(
+    [1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38]
+)
+NTU120_XSUB_TRAIN = NTU60_XSUB_TRAIN | frozenset(
+    [45, 46, 47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82, 83, 84, 85,
+     86, 89, 91, 92, 93, 94, 95, 97, 98, 100, 103]
+)
+UNSEEN = re.compile(r"unseen(\d+)_seed(\d+)")
+
+SPLIT_SCHEMA = pa.schema(
+    [pa.field("sample_id", pa.string(), nullable=False), pa.field("split", pa.string(), nullable=False)]
+)
+
+EMBEDDED_SPLITS_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("protocol", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+    ]
+)
+SPLIT_META_COLUMNS = ("sample_id", "label", "subject", "camera", "setup", "replication")
+
+# protocol -> (metadata column it needs, predicate for "train", predicate for "test")
+STANDARD_PROTOCOLS = {
+    "xsub": ("subject", lambda s: s.isin(NTU120_XSUB_TRAIN), lambda s: ~s.isin(NTU120_XSUB_TRAIN)),
+    "xview": ("camera", lambda c: c.isin([2, 3]), lambda c: c == 1),
+    "xset": ("setup", lambda s: s % 2 == 0, lambda s: s % 2 == 1),
+    "view3": ("camera", lambda v: v.isin([1, 2]), lambda v: v == 3),
+    "view2": ("camera", lambda v: v == 1, lambda v: v == 2),
+}
+DEFAULT_PROTOCOLS = {
+    "ntu60": ["xsub", "xview"],
+    "ntu120": ["xsub", "xset"],
+    "nw_ucla": ["view3", "view2"],
+    "synthetic": ["xsub", "xview"],
+}
+
+
+def unseen_classes(n_classes: int, k: int, seed: int) -> list[int]:
+    if not 0 < k < n_classes:
+        raise ActionlmError(f"protocol unseen{k}: K must be between 1 and {n_classes - 1}")
+    return sorted(np.random.default_rng(seed).choice(n_classes, size=k, replace=False).tolist())
+
+
+def make_split(
+    meta: pd.DataFrame, protocol: str, n_classes: int, val_fraction: float = 0.0, seed: int = 0
+) -> tuple[pd.DataFrame, dict]:
+    """Assign each sample of ``meta`` (sample_id, label and the metadata columns) to
+    train/val/test under ``protocol``; return the table and a description for its metadata."""
+    info: dict = {"protocol": protocol}
+    if protocol in STANDARD_PROTOCOLS:
+        column, is_train, is_test = STANDARD_PROTOCOLS[protocol]
+        values = meta[column]
+        if values.isna().all():
+            raise ActionlmError(f"protocol {protocol!r} needs the {column!r} of each sample, "
+                                "which this dataset does not have")
+        train, test = is_train(values).fillna(False), is_test(values).fillna(False)
+    elif (m := UNSEEN.fullmatch(protocol)) is not None:
+        held_out = unseen_classes(n_classes, int(m.group(1)), int(m.group(2)))
+        test = meta["label"].isin(held_out)
+        train = ~test
+        info["unseen_labels"] = held_out
+    else:
+        raise ActionlmError(
+            f"unknown protocol {protocol!r}: expected one of {sorted(STANDARD_PROTOCOLS)} "
+            "or unseen<K>_seed<S>"
+        )
+    split = pd.Series(np.where(train, "train", np.where(test, "test", "")), index=meta.index)
+    if val_fraction > 0:
+        rng = np.random.default_rng(seed)
+        for _, idx in meta.index[train].to_series().groupby(meta.loc[train, "label"]):
+            n_val = int(round(val_fraction * len(idx)))
+            split[rng.choice(idx.to_numpy(), size=n_val, replace=False)] = "val"
+    out = pd.DataFrame({"sample_id": meta["sample_id"], "split": split})
+    out = out[out["split"] != ""].reset_index(drop=True)
+    counts = out["split"].value_counts()
+    for part in ("train", "test"):
+        if counts.get(part, 0) == 0:
+            raise ActionlmError(f"protocol {protocol!r} leaves the {part} split empty")
+    info["counts"] = {k: int(v) for k, v in counts.items()}
+    return out, info
+
+
+def split_table(frame: pd.DataFrame, info: dict) -> pa.Table:
+    columns = {"sample_id": frame["sample_id"].tolist(), "split": frame["split"].tolist()}
+    return pa.table(columns, schema=with_metadata(SPLIT_SCHEMA, **info))
