@@ -5,6 +5,7 @@ so a 7 GB NTU file never has to fit in memory."""
 from __future__ import annotations
 
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from actionlm.errors import InputError
 
 SPLITS = ("train", "test")
 ROWS_PER_READ = 64
+# What a damaged archive member can raise while being read (bad CRC, bad deflate stream, ...).
+_CORRUPT = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
 
 
 def _read_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
@@ -30,24 +33,46 @@ def _member_header(zf: zipfile.ZipFile, name: str, source: str) -> tuple[tuple[i
             shape, fortran, dtype = _read_header(f)
     except KeyError:
         raise InputError(source, f"missing array {name.removesuffix('.npy')!r}") from None
-    except ValueError as err:
+    except (ValueError, *_CORRUPT) as err:
         raise InputError(source, f"{name}: not a valid .npy array ({err})") from None
     if fortran:
         raise InputError(source, f"{name}: Fortran-ordered arrays are not supported")
     if dtype.hasobject:
         raise InputError(source, f"{name}: object arrays would need pickle; refused")
+    if dtype.kind not in "iuf":
+        raise InputError(source, f"{name}: dtype {dtype} is not numeric")
     return shape, dtype
 
 
-def _iter_rows(zf: zipfile.ZipFile, name: str, shape: tuple, dtype: np.dtype) -> Iterator[np.ndarray]:
+def _read_small(zf: zipfile.ZipFile, name: str, source: str) -> np.ndarray:
+    """A whole (label-sized) member, checked like ``_member_header``."""
+    _member_header(zf, name, source)
+    try:
+        with zf.open(name) as f:
+            return np.lib.format.read_array(f, allow_pickle=False)
+    except (ValueError, *_CORRUPT) as err:
+        raise InputError(source, f"{name}: damaged array data ({err})") from None
+
+
+def _iter_rows(
+    zf: zipfile.ZipFile, name: str, shape: tuple, dtype: np.dtype, source: str
+) -> Iterator[np.ndarray]:
     row_shape = shape[1:]
     row_bytes = int(np.prod(row_shape)) * dtype.itemsize
-    with zf.open(name) as f:
-        _read_header(f)
-        for start in range(0, shape[0], ROWS_PER_READ):
-            n = min(ROWS_PER_READ, shape[0] - start)
-            block = np.frombuffer(f.read(n * row_bytes), dtype=dtype).reshape((n, *row_shape))
-            yield from block
+    try:
+        with zf.open(name) as f:
+            _read_header(f)
+            for start in range(0, shape[0], ROWS_PER_READ):
+                n = min(ROWS_PER_READ, shape[0] - start)
+                data = f.read(n * row_bytes)
+                if len(data) != n * row_bytes:
+                    row = start + len(data) // row_bytes
+                    raise InputError(
+                        source, f"{name}: truncated, its data ends before row {row} of {shape[0]}"
+                    )
+                yield from np.frombuffer(data, dtype=dtype).reshape((n, *row_shape))
+    except _CORRUPT as err:
+        raise InputError(source, f"{name}: damaged archive member ({err})") from None
 
 
 def true_length_and_bodies(x: np.ndarray) -> tuple[int, int]:
@@ -73,7 +98,7 @@ def iter_npz_samples(path: Path, dataset_classes: int | None = None) -> Iterator
     with zf:
         for split in SPLITS:
             x_shape, x_dtype = _member_header(zf, f"x_{split}.npy", source)
-            y = np.load(path, allow_pickle=False)[f"y_{split}"]
+            y = _read_small(zf, f"y_{split}.npy", source)
             if len(x_shape) != 3 or x_shape[2] != 150:
                 raise InputError(
                     source, f"x_{split} has shape {x_shape}, expected (samples, frames, 150)"
@@ -87,7 +112,7 @@ def iter_npz_samples(path: Path, dataset_classes: int | None = None) -> Iterator
                 raise InputError(
                     source, f"y_{split} is one-hot over {y.shape[1]} classes, expected {dataset_classes}"
                 )
-            for i, x in enumerate(_iter_rows(zf, f"x_{split}.npy", x_shape, x_dtype)):
+            for i, x in enumerate(_iter_rows(zf, f"x_{split}.npy", x_shape, x_dtype, source)):
                 sample_id = f"{split}_{i}"
                 where = f"{source}[x_{split}][{i}]"
                 hot = np.flatnonzero(y[i] > 0)

@@ -4,17 +4,20 @@ Numerically the same as the de-facto reference preprocessing (SGN / CTR-GCN's
 ``get_raw_skes_data.py`` -> ``get_raw_denoised_data.py`` -> ``seq_transformation.py``),
 including its quirks (body intervals assumed contiguous, the second actor's interval starting
 at frame 0), so that models trained on either output see the same numbers. Parsing is
-vectorised: only the x, y, z fields of joint lines are converted to floats.
+vectorised: joint lines go through Arrow's CSV parser, converting only x, y, z to floats.
 """
 
 from __future__ import annotations
 
-import io
+import math
 import re
+from itertools import chain
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 
 from actionlm.data.table import Sample
 from actionlm.errors import InputError
@@ -62,17 +65,37 @@ def _count(lines: list[bytes], i: int, what: str, source: str) -> int:
         ) from None
 
 
-def _xyz_fast(lines: list[bytes], joint_lines: np.ndarray) -> np.ndarray | None:
-    """x, y, z of the given joint lines via numpy's C text parser, or None on any irregularity."""
-    text = b"\n".join([lines[i] for i in joint_lines])
+_JOINT_COLUMNS = [str(i) for i in range(FIELDS_PER_JOINT)]
+_CSV_READ = pa_csv.ReadOptions(column_names=_JOINT_COLUMNS, use_threads=False)
+_CSV_PARSE = pa_csv.ParseOptions(delimiter=" ")
+_CSV_CONVERT = pa_csv.ConvertOptions(
+    include_columns=_JOINT_COLUMNS[:3], column_types={c: pa.float32() for c in _JOINT_COLUMNS[:3]}
+)
+
+
+# Every byte a joint line may contain; anything else (letters as in nan/inf, quotes, '_',
+# non-ASCII) sends the file to the checked path, which also vets the 9 fields not converted.
+_NUMBER_BYTES = b"0123456789+-.eE \t\r\n"
+_NUMBER = re.compile(rb"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def _xyz_fast(lines: list[bytes], block_starts: list[int]) -> np.ndarray | None:
+    """x, y, z of the 25-line joint blocks via Arrow's C++ CSV parser (which also insists on
+    exactly 12 fields per line), or None on any irregularity; the checked path then names
+    the offending line."""
+    text = b"\n".join(chain.from_iterable(lines[i : i + N_JOINTS] for i in block_starts))
+    if text.translate(None, _NUMBER_BYTES):
+        return None
     try:
-        xyz = np.loadtxt(
-            io.BytesIO(text), dtype=np.float32, usecols=(0, 1, 2), comments=None, ndmin=2
+        table = pa_csv.read_csv(
+            pa.py_buffer(text), read_options=_CSV_READ, parse_options=_CSV_PARSE,
+            convert_options=_CSV_CONVERT,
         )
-    except ValueError:
+    except pa.ArrowInvalid:
         return None
-    if xyz.shape[0] != len(joint_lines) or text.count(b" ") != 11 * len(joint_lines):
+    if table.num_rows != N_JOINTS * len(block_starts):
         return None
+    xyz = np.column_stack([column.to_numpy() for column in table.columns])
     return xyz.reshape(-1, N_JOINTS, 3)
 
 
@@ -85,10 +108,15 @@ def _xyz_checked(lines: list[bytes], joint_lines: np.ndarray, source: str) -> np
             raise InputError(
                 source, f"line {i + 1}: {len(fields)} fields, a joint line has {FIELDS_PER_JOINT}"
             )
-        try:
-            xyz[row] = [float(f) for f in fields[:3]]
-        except ValueError:
-            raise InputError(source, f"line {i + 1}: non-numeric coordinate in {lines[i][:60]!r}")
+        for k, field in enumerate(fields):
+            if _NUMBER.fullmatch(field) is None:
+                try:
+                    kind = "non-numeric" if math.isfinite(float(field)) else "non-finite"
+                except ValueError:
+                    kind = "non-numeric"
+                what = "coordinate" if k < 3 else f"value in field {k + 1}"
+                raise InputError(source, f"line {i + 1}: {kind} {what} {field[:20]!r}")
+        xyz[row] = [float(f) for f in fields[:3]]
     return xyz.reshape(-1, N_JOINTS, 3)
 
 
@@ -98,7 +126,7 @@ def read_raw_bodies(data: bytes, source: str) -> tuple[dict[bytes, RawBody], int
         raise InputError(source, "empty file")
     if b"\x00" in data:
         raise InputError(source, "file contains NUL bytes (corrupt or incomplete copy)")
-    lines = data.split(b"\n")
+    lines = data.rstrip().split(b"\n")  # no trailing blank line: a missing frame is 'truncated'
     n_frames = _count(lines, 0, "the number of frames", source)
     if n_frames <= 0:
         raise InputError(source, f"declares {n_frames} frames")
@@ -106,31 +134,39 @@ def read_raw_bodies(data: bytes, source: str) -> tuple[dict[bytes, RawBody], int
     valid = -1
     occurrences: list[tuple[bytes, int]] = []  # (body id, valid-frame index)
     joint_line_starts: list[int] = []
-    for frame in range(n_frames):
-        n_bodies = _count(lines, line, f"the body count of frame {frame + 1}", source)
-        line += 1
-        if n_bodies == 0:
-            continue
-        if n_bodies < 0:
-            raise InputError(source, f"line {line}: negative body count {n_bodies}")
-        valid += 1
-        for _ in range(n_bodies):
-            if line >= len(lines):
-                raise InputError(source, f"truncated: file ends inside frame {frame + 1}")
-            body_id = lines[line].split(maxsplit=1)[0] if lines[line].strip() else b""
-            if not body_id:
-                raise InputError(source, f"line {line + 1}: missing body info line")
-            n_joints = _count(lines, line + 1, "the joint count", source)
-            if n_joints != N_JOINTS:
-                raise InputError(
-                    source, f"line {line + 2}: {n_joints} joints, expected {N_JOINTS}"
-                )
-            line += 2
-            if line + N_JOINTS > len(lines) or not lines[line + N_JOINTS - 1].strip():
-                raise InputError(source, f"truncated: file ends inside frame {frame + 1}")
-            occurrences.append((body_id, valid))
-            joint_line_starts.append(line)
-            line += N_JOINTS
+    frame, expected = 0, "a body count"
+    try:  # hot loop: errors are diagnosed from `line` and `expected` when they happen
+        for frame in range(n_frames):
+            expected = "a body count"
+            n_bodies = int(lines[line])
+            line += 1
+            if n_bodies == 0:
+                continue
+            if n_bodies < 0:
+                raise InputError(source, f"line {line}: negative body count {n_bodies}")
+            valid += 1
+            for _ in range(n_bodies):
+                expected = "a body info line"
+                body_id = lines[line].split(None, 1)[0]
+                expected = "a joint count"
+                n_joints = int(lines[line + 1])
+                if n_joints != N_JOINTS:
+                    raise InputError(
+                        source, f"line {line + 2}: {n_joints} joints, expected {N_JOINTS}"
+                    )
+                line += 2
+                occurrences.append((body_id, valid))
+                joint_line_starts.append(line)
+                line += N_JOINTS
+    except IndexError:
+        raise InputError(source, f"truncated: file ends inside frame {frame + 1}") from None
+    except ValueError:
+        bad = line + (expected == "a joint count")
+        raise InputError(
+            source, f"line {bad + 1}: expected {expected} (an integer), got {lines[bad][:40]!r}"
+        ) from None
+    if line > len(lines) or (joint_line_starts and not lines[line - 1].strip()):
+        raise InputError(source, f"truncated: file ends inside frame {frame + 1}")
     if any(extra.strip() for extra in lines[line:]):
         raise InputError(
             source, f"line {line + 1}: content after the {n_frames} declared frames"
@@ -138,13 +174,14 @@ def read_raw_bodies(data: bytes, source: str) -> tuple[dict[bytes, RawBody], int
     if valid < 0:
         raise InputError(source, f"all {n_frames} frames are empty (no body tracked)")
 
-    joint_lines = (np.asarray(joint_line_starts)[:, None] + np.arange(N_JOINTS)).reshape(-1)
-    xyz = _xyz_fast(lines, joint_lines)
+    xyz = _xyz_fast(lines, joint_line_starts)
     if xyz is None:
+        joint_lines = (np.asarray(joint_line_starts)[:, None] + np.arange(N_JOINTS)).reshape(-1)
         xyz = _xyz_checked(lines, joint_lines, source)
     if not np.isfinite(xyz).all():
         bad = int(np.flatnonzero(~np.isfinite(xyz).reshape(-1, 3).all(axis=1))[0])
-        raise InputError(source, f"line {joint_lines[bad] + 1}: non-finite coordinate (nan/inf)")
+        line_no = joint_line_starts[bad // N_JOINTS] + bad % N_JOINTS + 1
+        raise InputError(source, f"line {line_no}: non-finite coordinate (nan/inf)")
 
     appearances: dict[bytes, list[int]] = {}
     firsts: dict[bytes, int] = {}

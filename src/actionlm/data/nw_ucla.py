@@ -30,18 +30,21 @@ def load_nw_ucla_file(path: str | Path) -> Sample:
         record = json.loads(path.read_bytes())
     except OSError as err:
         raise InputError(source, f"cannot read: {err.strerror or err}") from None
-    except (ValueError, UnicodeDecodeError) as err:
-        raise InputError(source, f"not valid JSON ({err})") from None
+    except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
+        raise InputError(source, f"not valid JSON ({type(err).__name__}: {err})") from None
     if not isinstance(record, dict) or "skeletons" not in record:
         raise InputError(source, "JSON has no 'skeletons' key")
-    try:
-        joints = np.asarray(record["skeletons"], dtype=np.float32)
-    except (ValueError, TypeError):
-        raise InputError(source, "'skeletons' is not a numeric [frames][20][3] array") from None
-    if joints.ndim != 3 or joints.shape[1:] != (N_JOINTS, 3):
-        raise InputError(source, f"'skeletons' has shape {joints.shape}, expected (frames, 20, 3)")
-    if joints.shape[0] == 0:
+    if record["skeletons"] == []:
         raise InputError(source, "'skeletons' has zero frames")
+    try:  # no dtype here, so that strings, booleans and nulls are seen rather than converted
+        values = np.asarray(record["skeletons"])
+    except (ValueError, TypeError):
+        values = None
+    if values is None or values.dtype.kind not in "iuf":
+        raise InputError(source, "'skeletons' is not a numeric [frames][20][3] array")
+    if values.ndim != 3 or values.shape[1:] != (N_JOINTS, 3):
+        raise InputError(source, f"'skeletons' has shape {values.shape}, expected (frames, 20, 3)")
+    joints = values.astype(np.float32)
     if not np.isfinite(joints).all():
         raise InputError(source, "non-finite coordinate (nan/inf)")
     classes = nw_ucla_class_table()
@@ -49,10 +52,13 @@ def load_nw_ucla_file(path: str | Path) -> Sample:
     if expected is None:
         raise InputError(source, f"action a{action:02d} is not an NW-UCLA class")
     label = record.get("label")
-    if label is not None and label != expected + 1:
+    if label is not None and (isinstance(label, bool) or label != expected + 1):
         raise InputError(
             source, f"'label' {label!r} disagrees with the file name's action a{action:02d}"
         )
+    file_name = record.get("file_name")
+    if file_name is not None and file_name != path.stem:
+        raise InputError(source, f"'file_name' {file_name!r} disagrees with the file's name")
     joints = center_on_first_frame(joints[:, None], CENTER_JOINT, source)
     return Sample(path.stem, action, joints, source, subject=subject, camera=view,
                   replication=repetition)

@@ -15,6 +15,7 @@ import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -35,6 +36,7 @@ from actionlm.data.table import (
     Rejection,
     Sample,
     SkeletonTableWriter,
+    load_each,
     write_classes,
     write_rejected,
 )
@@ -45,6 +47,7 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("ntu-raw", "ctrgcn-npz", "nw-ucla", "pyskl", "synthetic")
 FILES_PER_TASK = 16
+IN_FLIGHT_PER_WORKER = 2
 FORMAT_DATASETS = {"nw-ucla": "nw_ucla"}
 
 
@@ -61,44 +64,26 @@ class PrepareSummary:
         )
 
 
-def _load_many(loader: Callable[[Path], Sample], paths: list[Path]) -> list[Sample | Rejection]:
-    out: list[Sample | Rejection] = []
-    for path in paths:
-        try:
-            out.append(loader(path))
-        except InputError as err:
-            out.append(Rejection(err.source, err.reason, path.stem))
-    return out
-
-
-def _load_ntu_batch(paths: list[Path]) -> list[Sample | Rejection]:
-    return _load_many(load_ntu_file, paths)
-
-
-def _load_nw_ucla_batch(paths: list[Path]) -> list[Sample | Rejection]:
-    return _load_many(nw_ucla.load_nw_ucla_file, paths)
-
-
 def load_files_parallel(
-    batch_loader: Callable[[list[Path]], list[Sample | Rejection]],
-    paths: list[Path],
-    workers: int,
+    loader: Callable[[Path], Sample], paths: list[Path], workers: int
 ) -> Iterator[Sample | Rejection]:
     """Decode files in ``workers`` processes, yielding results in input order with at most
-    2 x workers batches in flight (backpressure keeps memory bounded)."""
+    2 x workers batches in flight (backpressure keeps memory bounded). Workers come from a
+    fork server that imports only the reader's module, not this process's state."""
+    batch_loader = partial(load_each, loader)
     batches = [paths[i : i + FILES_PER_TASK] for i in range(0, len(paths), FILES_PER_TASK)]
     if workers <= 1 or len(batches) <= 1:
         for batch in batches:
             yield from batch_loader(batch)
         return
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["actionlm.data.prepare"])
+    ctx.set_forkserver_preload([loader.__module__])
     with ctx.Pool(workers) as pool:
         pending: deque = deque()
         todo = iter(batches)
         for batch in todo:
             pending.append(pool.apply_async(batch_loader, (batch,)))
-            if len(pending) >= 2 * workers:
+            if len(pending) >= IN_FLIGHT_PER_WORKER * workers:
                 yield from pending.popleft().get()
         while pending:
             yield from pending.popleft().get()
@@ -135,10 +120,10 @@ def _sources(
         raise ActionlmError(f"--src is required for --format {fmt}")
     if fmt == "ntu-raw":
         paths = _list_files(src, "*.skeleton", "NTU .skeleton files")
-        return load_files_parallel(_load_ntu_batch, paths, workers), {}
+        return load_files_parallel(load_ntu_file, paths, workers), {}
     if fmt == "nw-ucla":
         paths = _list_files(src, "*.json", "NW-UCLA all_sqe JSON files")
-        return load_files_parallel(_load_nw_ucla_batch, paths, workers), {}
+        return load_files_parallel(nw_ucla.load_nw_ucla_file, paths, workers), {}
     if fmt == "ctrgcn-npz":
         if not src.is_file():
             raise ActionlmError(f"{src}: not a file (expected a CTR-GCN .npz)")
@@ -177,6 +162,8 @@ def prepare(
     """Write the whole output folder, or nothing: files are staged beside ``out`` and moved
     into it only once every table (splits included) has been written."""
     workers = workers or os.cpu_count() or 1
+    if out.exists() and not out.is_dir():
+        raise ActionlmError(f"{out}: --out exists and is not a directory")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
@@ -196,7 +183,8 @@ def prepare(
         samples, embedded_splits = _sources(fmt, src, workers, trust_pickle, classes)
         summary = PrepareSummary(0)
         with SkeletonTableWriter(staging / "skeletons.parquet", classes, {"format": fmt}) as writer:
-            for item in tqdm(samples, desc="prepare", unit="sample", mininterval=2.0):
+            # delay: a run that fails fast prints its one-line error and no progress bar
+            for item in tqdm(samples, desc="prepare", unit="sample", mininterval=5.0, delay=2.0):
                 if isinstance(item, Sample) and (reason := writer.check(item)) is not None:
                     item = Rejection(item.source, reason, item.sample_id)
                 if isinstance(item, Rejection):

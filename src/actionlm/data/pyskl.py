@@ -27,6 +27,11 @@ def load_pyskl_pickle(path: Path, trust_pickle: bool) -> dict:
         raise InputError(str(path), f"cannot unpickle ({type(err).__name__}: {err})") from None
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise InputError(str(path), "not a pyskl annotation file (no 'annotations' list)")
+    split = data.get("split")
+    if split is not None and not (
+        isinstance(split, dict) and all(isinstance(v, (list, tuple)) for v in split.values())
+    ):
+        raise InputError(str(path), "'split' is not a dict of sample-name lists")
     return data
 
 
@@ -36,8 +41,22 @@ def iter_pyskl_samples(data: dict, path: Path) -> Iterator[Sample | Rejection]:
         if not isinstance(ann, dict) or "keypoint" not in ann or "label" not in ann:
             yield Rejection(where, "annotation lacks 'keypoint' or 'label'")
             continue
-        name = str(ann.get("frame_dir", f"sample_{i}"))
-        kp = np.asarray(ann["keypoint"], dtype=np.float32)
+        name = ann.get("frame_dir", f"sample_{i}")
+        if not isinstance(name, str) or not name:
+            yield Rejection(where, f"'frame_dir' {name!r} is not a non-empty string")
+            continue
+        label = ann["label"]
+        if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or label < 0:
+            yield Rejection(where, f"'label' {label!r} is not a 0-based integer class index", name)
+            continue
+        try:  # no dtype here, so that strings, booleans and objects are seen rather than converted
+            kp = np.asarray(ann["keypoint"])
+        except (ValueError, TypeError):
+            kp = None
+        if kp is None or kp.dtype.kind not in "iuf":
+            yield Rejection(where, "keypoint is not a numeric array", name)
+            continue
+        kp = kp.astype(np.float32, copy=False)
         if kp.ndim != 4 or kp.shape[-1] not in (2, 3) or kp.shape[1] == 0:
             yield Rejection(where, f"keypoint has shape {kp.shape}, expected (M, T>0, V, 2 or 3)", name)
             continue
@@ -54,7 +73,7 @@ def iter_pyskl_samples(data: dict, path: Path) -> Iterator[Sample | Rejection]:
             continue
         meta = parse_ntu_name(name, where) if NTU_NAME.fullmatch(name) else {}
         meta.pop("action", None)
-        yield Sample(name, int(ann["label"]) + 1, joints, where, **meta)
+        yield Sample(name, int(label) + 1, joints, where, **meta)
 
 
 def pyskl_split_membership(data: dict) -> dict[str, dict[str, str]]:

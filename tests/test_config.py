@@ -1,0 +1,69 @@
+"""Config validation names the bad key; defaults are filled from the schema."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.utils import update_config
+
+from actionlm.config import config_errors, fill_defaults, validate_config
+from actionlm.errors import ActionlmError
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
+
+
+@pytest.fixture
+def config() -> dict:
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def errors(config):
+    return config_errors(config, yaml.safe_load(SCHEMA.read_text()))
+
+
+def test_shipped_configs_are_valid(config):
+    """config.yaml, and each overlay merged onto it the way `--configfile` does."""
+    assert errors(config) == []
+    for overlay in sorted((ROOT / "configs").glob("*.yaml")):
+        merged = copy.deepcopy(config)
+        update_config(merged, yaml.safe_load(overlay.read_text()))
+        assert errors(merged) == [], overlay.name
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda c: c["prepare"].update(threads=0), "prepare.threads: 0 is less than the minimum"),
+        (lambda c: c["prepare"].update(thread=2), "prepare.thread: unknown key"),
+        (lambda c: c["datasets"]["synthetic"].update(format="ntu"), "datasets.synthetic.format: 'ntu' is not one of"),
+        (lambda c: c["datasets"]["synthetic"].update(protocols=["xsubject"]), "datasets.synthetic.protocols.0: 'xsubject' does not match"),
+        (lambda c: c["datasets"]["synthetic"].pop("protocols"), "datasets.synthetic.protocols: 'protocols' is a required property"),
+        (lambda c: c["datasets"]["synthetic"]["synthetic"].update(subjects="ten"), "datasets.synthetic.synthetic.subjects: 'ten' is not of type 'integer'"),
+        (lambda c: c.pop("run_datasets"), "run_datasets: 'run_datasets' is a required property"),
+    ],
+)
+def test_errors_name_the_key(config, edit, expected):
+    edit(config)
+    found = errors(config)
+    assert any(line.startswith(expected) for line in found), found
+
+
+def test_validate_config_raises_one_message_listing_all(config, tmp_path):
+    config["prepare"]["threads"] = -1
+    config["datasets"]["synthetic"]["seed"] = "x"
+    with pytest.raises(ActionlmError) as err:
+        validate_config(config, SCHEMA, "config.yaml")
+    text = str(err.value)
+    assert text.startswith("config.yaml is invalid:")
+    assert "prepare.threads" in text and "datasets.synthetic.seed" in text
+
+
+def test_fill_defaults(config):
+    fill_defaults(config, SCHEMA)
+    ds = config["datasets"]["synthetic"]
+    assert ds["val_fraction"] == 0.0 and ds["trust_pickle"] is False
+    assert config["prepare"]["strict"] is False and config["prepare"]["mem_mb"] == 4000
