@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import pickle
-import zipfile
 
 import numpy as np
 import pandas as pd

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import re
-from itertools import chain
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import numpy as np

@@ -1,5 +1,6 @@
-"""``actionlm prepare``: any supported input format -> ``skeletons.parquet``, ``classes.parquet``,
-``rejected.parquet`` and ``splits/{protocol}.parquet`` in one output folder.
+"""Read skeleton data in one of several formats and write DIR/skeletons.parquet (denoised,
+centred joints), DIR/classes.parquet, DIR/rejected.parquet (inputs that could not be used,
+with the reason) and DIR/splits/{protocol}.parquet.
 
 Files are decoded in worker processes with a bounded number of batches in flight, and rows
 are streamed to Parquet in row groups, so memory does not grow with the number of files.
@@ -7,6 +8,7 @@ are streamed to Parquet in row groups, so memory does not grow with the number o
 
 from __future__ import annotations
 
+import argparse
 import logging
 import multiprocessing
 import os
@@ -18,20 +20,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from actionlm.data import ctrgcn_npz, nw_ucla, pyskl
 from actionlm.data.classes import ClassTable, ntu_class_table, nw_ucla_class_table
 from actionlm.data.ntu_raw import load_ntu_file
-from actionlm.data.splits import (
-    DEFAULT_PROTOCOLS,
-    EMBEDDED_SPLITS_SCHEMA,
-    SPLIT_META_COLUMNS,
-    make_split,
-    split_table,
-)
+from actionlm.data.splits import DEFAULT_PROTOCOLS, write_embedded_splits, write_split
 from actionlm.data.table import (
     Rejection,
     Sample,
@@ -41,7 +35,6 @@ from actionlm.data.table import (
     write_rejected,
 )
 from actionlm.errors import ActionlmError, InputError
-from actionlm.io import write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +61,9 @@ def load_files_parallel(
     loader: Callable[[Path], Sample], paths: list[Path], workers: int
 ) -> Iterator[Sample | Rejection]:
     """Decode files in ``workers`` processes, yielding results in input order with at most
-    2 x workers batches in flight (backpressure keeps memory bounded). Workers come from a
-    fork server that imports only the reader's module, not this process's state."""
+    IN_FLIGHT_PER_WORKER batches per worker in flight (backpressure keeps memory bounded).
+    Workers come from a fork server that imports only the reader's module, not this
+    process's state (threads included)."""
     batch_loader = partial(load_each, loader)
     batches = [paths[i : i + FILES_PER_TASK] for i in range(0, len(paths), FILES_PER_TASK)]
     if workers <= 1 or len(batches) <= 1:
@@ -80,8 +74,7 @@ def load_files_parallel(
     ctx.set_forkserver_preload([loader.__module__])
     with ctx.Pool(workers) as pool:
         pending: deque = deque()
-        todo = iter(batches)
-        for batch in todo:
+        for batch in batches:
             pending.append(pool.apply_async(batch_loader, (batch,)))
             if len(pending) >= IN_FLIGHT_PER_WORKER * workers:
                 yield from pending.popleft().get()
@@ -215,29 +208,65 @@ def prepare(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def write_embedded_splits(embedded: dict[str, dict[str, str]], path: Path) -> None:
-    rows = [(sid, protocol, split) for protocol, m in embedded.items() for sid, split in m.items()]
-    table = pa.table(
-        {"sample_id": [r[0] for r in rows], "protocol": [r[1] for r in rows],
-         "split": [r[2] for r in rows]},
-        schema=EMBEDDED_SPLITS_SCHEMA,
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}")
+
+
+def _str_list(text: str) -> list[str]:
+    """Comma/space separated names; ``none`` is the empty list."""
+    return [x for x in text.replace(",", " ").split() if x and x != "none"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
+    p.add_argument("--src", type=Path,
+                   help="input folder (ntu-raw, nw-ucla) or file (ctrgcn-npz, pyskl)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--dataset", default=None,
+                   help="class list: ntu60, ntu120, nw_ucla (default from the format), or a name "
+                   "with --actions")
+    p.add_argument("--actions", type=_int_list, default=None,
+                   help="NTU action ids (1-based) to keep, relabelled 0..n-1 in this order")
+    p.add_argument("--protocols", type=_str_list, default=None,
+                   help="protocols to write (xsub, xview, xset, view3, view2, unseen<K>_seed<S>); "
+                   "default: the input's own splits, else the dataset's standard ones; "
+                   "'none' for no split")
+    p.add_argument("--val-fraction", type=float, default=0.0,
+                   help="fraction of each class's training samples moved to a val split")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed for val/unseen draws and synthetic data")
+    p.add_argument("--workers", type=int, default=None,
+                   help="decoding processes (default: all cores)")
+    p.add_argument("--strict", action="store_true", help="stop at the first unusable input")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow unpickling a pyskl .pkl (pickle can execute code)")
+    syn = p.add_argument_group("synthetic data (--format synthetic)")
+    syn.add_argument("--subjects", type=int, default=10)
+    syn.add_argument("--replications", type=int, default=2)
+    syn.add_argument("--setups", type=int, default=1)
+
+
+def run(args: argparse.Namespace) -> None:
+    summary = prepare(
+        args.fmt,
+        args.src,
+        args.out,
+        dataset=args.dataset,
+        actions=args.actions,
+        protocols=args.protocols,
+        strict=args.strict,
+        trust_pickle=args.trust_pickle,
+        workers=args.workers,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        synthetic={"n_subjects": args.subjects, "n_replications": args.replications,
+                   "n_setups": args.setups},
     )
-    write_parquet(table, path)
-
-
-def write_split(data_dir: Path, protocol: str, *, val_fraction: float = 0.0, seed: int = 0) -> dict:
-    """Write ``data_dir/splits/{protocol}.parquet``: the input file's own partition when it
-    carried one under that name, otherwise computed from the samples' metadata."""
-    meta = pq.read_table(data_dir / "skeletons.parquet", columns=list(SPLIT_META_COLUMNS)).to_pandas()
-    n_classes = pq.read_metadata(data_dir / "classes.parquet").num_rows
-    embedded = pq.read_table(data_dir / "embedded_splits.parquet").to_pandas()
-    embedded = embedded[embedded["protocol"] == protocol]
-    if len(embedded):
-        membership = dict(zip(embedded["sample_id"], embedded["split"]))
-        frame = meta[["sample_id"]].assign(split=meta["sample_id"].map(membership)).dropna()
-        info = {"protocol": protocol, "from": "input file",
-                "counts": {k: int(v) for k, v in frame["split"].value_counts().items()}}
-    else:
-        frame, info = make_split(meta, protocol, n_classes, val_fraction, seed)
-    write_parquet(split_table(frame, info), data_dir / "splits" / f"{protocol}.parquet")
-    return info
+    print(summary.line())
+    for r in summary.rejected[:20]:
+        print(f"  rejected {r.source}: {r.reason}")
+    if len(summary.rejected) > 20:
+        print(f"  ... {len(summary.rejected) - 20} more in {args.out / 'rejected.parquet'}")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from actionlm.data.ntu_raw import CENTER_JOINT, NTU_NAME, parse_ntu_name, center_on_first_frame
+from actionlm.data.ntu_raw import CENTER_JOINT, NTU_NAME, center_on_first_frame, parse_ntu_name
 from actionlm.data.table import Rejection, Sample
 from actionlm.errors import ActionlmError, InputError
 

@@ -1,4 +1,5 @@
-"""Evaluation protocols -> ``splits/{protocol}.parquet`` (sample_id, split).
+"""Assign every sample of a prepared dataset folder to train/val/test under one protocol
+(xsub, xview, xset, view3, view2, unseen<K>_seed<S>) -> DIR/splits/{protocol}.parquet.
 
 Standard protocols follow the datasets' papers (NTU60: Shahroudy et al. 2016; NTU120: Liu et
 al. 2019; NW-UCLA: Wang et al. 2014). ``unseen{K}_seed{S}`` holds out K classes chosen by a
@@ -8,14 +9,17 @@ classes test.
 
 from __future__ import annotations
 
+import argparse
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from actionlm.errors import ActionlmError
-from actionlm.io import with_metadata
+from actionlm.io import with_metadata, write_parquet
 
 NTU60_XSUB_TRAIN = frozenset(
     [1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38]
@@ -103,3 +107,43 @@ def make_split(
 def split_table(frame: pd.DataFrame, info: dict) -> pa.Table:
     columns = {"sample_id": frame["sample_id"].tolist(), "split": frame["split"].tolist()}
     return pa.table(columns, schema=with_metadata(SPLIT_SCHEMA, **info))
+
+
+def write_embedded_splits(embedded: dict[str, dict[str, str]], path: Path) -> None:
+    rows = [(sid, protocol, split) for protocol, m in embedded.items() for sid, split in m.items()]
+    table = pa.table(
+        {"sample_id": [r[0] for r in rows], "protocol": [r[1] for r in rows],
+         "split": [r[2] for r in rows]},
+        schema=EMBEDDED_SPLITS_SCHEMA,
+    )
+    write_parquet(table, path)
+
+
+def write_split(data_dir: Path, protocol: str, *, val_fraction: float = 0.0, seed: int = 0) -> dict:
+    """Write ``data_dir/splits/{protocol}.parquet``: the input file's own partition when it
+    carried one under that name, otherwise computed from the samples' metadata."""
+    meta = pq.read_table(data_dir / "skeletons.parquet", columns=list(SPLIT_META_COLUMNS)).to_pandas()
+    n_classes = pq.read_metadata(data_dir / "classes.parquet").num_rows
+    embedded = pq.read_table(data_dir / "embedded_splits.parquet").to_pandas()
+    embedded = embedded[embedded["protocol"] == protocol]
+    if len(embedded):
+        membership = dict(zip(embedded["sample_id"], embedded["split"]))
+        frame = meta[["sample_id"]].assign(split=meta["sample_id"].map(membership)).dropna()
+        info = {"protocol": protocol, "from": "input file",
+                "counts": {k: int(v) for k, v in frame["split"].value_counts().items()}}
+    else:
+        frame, info = make_split(meta, protocol, n_classes, val_fraction, seed)
+    write_parquet(split_table(frame, info), data_dir / "splits" / f"{protocol}.parquet")
+    return info
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, required=True, help="folder written by 'actionlm prepare'")
+    p.add_argument("--protocol", required=True)
+    p.add_argument("--val-fraction", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> None:
+    info = write_split(args.data, args.protocol, val_fraction=args.val_fraction, seed=args.seed)
+    print(f"{args.protocol}: {info['counts']}")
