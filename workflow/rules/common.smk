@@ -1,4 +1,4 @@
-# Helpers shared by the rule files: config validation and target lists.
+# Helpers shared by every .smk file (config validation, target lists, argument builders).
 
 from actionlm.config import fill_defaults, validate_config
 from actionlm.errors import ActionlmError

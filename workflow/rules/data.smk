@@ -19,6 +19,8 @@ rule prepare:
         "logs/prepare/{dataset}.log",
     benchmark:
         "results/benchmarks/prepare/{dataset}.tsv"
+    conda:
+        "../../envs/actionlm.yaml"
     shell:
         "actionlm prepare --out results/data/{wildcards.dataset} --protocols none "
         "--workers {threads} {params.args} > {log} 2>&1"
@@ -34,6 +36,8 @@ rule split:
         seed=lambda wc: dataset_config(wc.dataset)["seed"],
     log:
         "logs/split/{dataset}/{protocol}.log",
+    conda:
+        "../../envs/actionlm.yaml"
     shell:
         "actionlm split --data results/data/{wildcards.dataset} --protocol {wildcards.protocol} "
         "--val-fraction {params.val_fraction} --seed {params.seed} > {log} 2>&1"
