@@ -6,6 +6,9 @@ configfile: "config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/llm.smk"
+include: "workflow/rules/knowledge.smk"
+include: "workflow/rules/vqvae.smk"
 
 
 rule all:

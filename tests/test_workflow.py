@@ -1,5 +1,7 @@
 """The real Snakemake workflow on real data (NW-UCLA views 1-2 from ../shared): outputs,
-logs, change-only reruns, and config errors that name the key."""
+logs, change-only reruns, and config errors that name the key. Descriptions come from GAP-format
+files (the import path: no model call), the LLM is the bundled SmolLM2 converted once per test
+session, and the VQ-VAE is trained for one short epoch."""
 
 from __future__ import annotations
 
@@ -45,18 +47,39 @@ def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
     return jobs
 
 
+def write_gap_files(folder: Path) -> None:
+    """Descriptions of the NW-UCLA classes in GAP's released text formats."""
+    from actionlm.data.classes import NW_UCLA_CLASSES
+
+    names = list(NW_UCLA_CLASSES.values())
+    folder.mkdir()
+    (folder / "parts.txt").write_text("".join(
+        f"{n};head faces forward;hand moves for {n};arm follows;hip turns;leg steps;foot plants\n"
+        for n in names))
+    (folder / "synonyms.txt").write_text("".join(f"{n},{n} action, doing {n}\n" for n in names))
+    (folder / "paragraphs.txt").write_text("".join(
+        f"{n},A person does {n}. The body moves, the arms and legs follow, and it ends.\n"
+        for n in names))
+
+
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory, shared) -> Path:
+def workdir(tmp_path_factory, shared, smollm2_dir) -> Path:
     """A copy of the workflow with an overlay pointing at the real NW-UCLA views, run once."""
     work = tmp_path_factory.mktemp("workflow")
     for name in ("Snakefile", "config.yaml"):
         shutil.copy(ROOT / name, work / name)
-    shutil.copytree(ROOT / "workflow", work / "workflow")
+    for folder in ("workflow", "configs", "envs"):
+        shutil.copytree(ROOT / folder, work / folder)
+    write_gap_files(work / "gap")
     overlay = {
         "run_datasets": ["nw_ucla"],
         "datasets": {"nw_ucla": {"format": "nw-ucla",
                                  "root": str(shared / "datasets/nw-ucla/all_sqe"),
                                  "protocols": ["view2", "unseen3_seed0"]}},
+        "llm": {"name": "smollm2", "source": str(smollm2_dir)},
+        "knowledge": {"import_gap": "gap"},
+        "vqvae": {"train": {"epochs": 1, "channels": 16, "depth": 1, "codes": 64,
+                            "window": 32, "batch_size": 128}},
     }
     (work / "overlay.yaml").write_text(yaml.safe_dump(overlay))
     result = snakemake(work, "all")
@@ -77,20 +100,41 @@ def test_all_builds_the_data_stage(workdir):
     assert (workdir / "results/benchmarks/prepare/nw_ucla.tsv").read_text().startswith("s\t")
 
 
+def test_all_builds_knowledge_and_action_sentences(workdir):
+    knowledge = workdir / "results/knowledge/nw_ucla"
+    descriptions = pd.read_parquet(knowledge / "descriptions.parquet")
+    assert descriptions["class_id"].nunique() == 10
+    assert set(descriptions["kind"]) == {"part", "synonym", "paragraph"}
+    embeddings = pd.read_parquet(knowledge / "text_embeddings.parquet")
+    assert len(embeddings) == len(descriptions) and len(embeddings["embedding"].iloc[0]) == 384
+    sentences = pd.read_parquet(workdir / "results/tokens/nw_ucla/view2/action_sentences.parquet")
+    assert len(sentences) == 1020 and set(sentences["split"]) == {"train", "test"}
+    assert (sentences["n_tokens"] == 8).all()  # window 32 -> W = 32 / 4 tokens
+    assert sentences["tokens"].map(max).max() < 64
+
+
 def test_rerun_plans_nothing_and_changes_rerun_only_their_stage(workdir):
     assert planned_jobs(snakemake(workdir, "-n", "all")) == {}
     # A split parameter reruns the splits, not prepare.
     changed = planned_jobs(
         snakemake(workdir, "-n", "all", change={"datasets": {"nw_ucla": {"val_fraction": 0.1}}}))
-    assert changed == {"split": 2, "all": 1}
+    assert changed == {"split": 2, "train_vqvae": 2, "tokenize": 2, "all": 1}
     # A new protocol adds one split job.
     protocols = ["view2", "unseen3_seed0", "unseen2_seed1"]
     added = planned_jobs(
         snakemake(workdir, "-n", "all", change={"datasets": {"nw_ucla": {"protocols": protocols}}}))
-    assert added == {"split": 1, "all": 1}
+    assert added == {"split": 1, "train_vqvae": 1, "tokenize": 1, "all": 1}
     # A prepare parameter reruns prepare and everything after it.
     strict = planned_jobs(snakemake(workdir, "-n", "all", change={"prepare": {"strict": True}}))
-    assert strict == {"prepare": 1, "split": 2, "all": 1}
+    assert strict == {"prepare": 1, "split": 2, "describe": 1, "encode_text": 1,
+                      "train_vqvae": 2, "tokenize": 2, "all": 1}
+    # A VQ-VAE loss weight reruns train-vqvae and tokenize, nothing before.
+    omega = planned_jobs(snakemake(workdir, "-n", "all", change={"vqvae": {"train": {"omega2": 0.5}}}))
+    assert omega == {"train_vqvae": 2, "tokenize": 2, "all": 1}
+    # The text encoder reruns encode-text only; request plumbing reruns nothing.
+    encoder = planned_jobs(snakemake(workdir, "-n", "all", change={
+        "knowledge": {"text_encoder": {"batch_size": 7}, "concurrency": 3}}))
+    assert encoder == {"encode_text": 1, "all": 1}
 
 
 def test_invalid_config_names_the_key(workdir):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from actionlm import __version__
@@ -18,10 +19,18 @@ from actionlm.errors import ActionlmError
 STAGES: list[tuple[str, str, str]] = [
     ("prepare", "actionlm.data.prepare", "skeleton files -> skeletons.parquet, classes, rejected, splits"),
     ("split", "actionlm.data.splits", "one evaluation protocol -> DIR/splits/{protocol}.parquet"),
+    ("describe", "actionlm.knowledge.describe", "class list -> LLM body-part/synonym/paragraph descriptions (cached)"),
+    ("encode-text", "actionlm.text.encode", "description tables -> text_embeddings.parquet"),
+    ("describe-visual", "actionlm.knowledge.visual", "most dissimilar frames per class -> VLM descriptions (visual.parquet)"),
+    ("prepare-llm", "actionlm.llm.prepare_llm", "configured LLM -> local HF folder + manifest"),
+    ("train-vqvae", "actionlm.train.vqvae", "LLM-AR VQ-VAE (hyperbolic codebook, human-bias losses) -> vqvae.safetensors"),
+    ("tokenize", "actionlm.train.tokenize", "skeletons + VQ-VAE -> action_sentences.parquet, code usage, Zipf plot"),
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``stage``'s module is imported (the others may import torch, which
+    would make every command and ``--help`` slow)."""
     parser = argparse.ArgumentParser(
         prog="actionlm",
         description="Skeleton action recognition with language models (GAP, LLM-AR, SUGAR). "
@@ -31,15 +40,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(title="stages", metavar="STAGE", required=True)
     for name, module_name, help_text in STAGES:
-        module = importlib.import_module(module_name)
-        stage = sub.add_parser(name, help=help_text, description=module.__doc__.split("\n\n")[0])
-        module.add_arguments(stage)
-        stage.set_defaults(run=module.run)
+        stage_parser = sub.add_parser(name, help=help_text)
+        if name == stage:
+            module = importlib.import_module(module_name)
+            stage_parser.description = module.__doc__.split("\n\n")[0]
+            module.add_arguments(stage_parser)
+            stage_parser.set_defaults(run=module.run)
     return parser
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (scancel, Snakemake stopping a job) unwinds like Ctrl-C, so context managers
+    run: a served model is stopped and temp files are removed."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    names = {name for name, _, _ in STAGES}
+    args = build_parser(next((a for a in argv if a in names), None)).parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

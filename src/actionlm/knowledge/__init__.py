@@ -1,0 +1,1 @@
+"""Knowledge stage: class descriptions from language models (cached), their text embeddings."""

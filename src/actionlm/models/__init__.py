@@ -1,0 +1,1 @@
+"""Neural networks of the stages (the LLM-AR VQ-VAE and its losses)."""

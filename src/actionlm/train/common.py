@@ -1,0 +1,175 @@
+"""Machinery shared by the training stages: device and autocast choice, seeding, resumable
+checkpoints and per-epoch curves.
+
+Resumption is exact (a killed run, restarted, ends with the same weights as an uninterrupted
+one on CPU) because all randomness comes from torch's generators, whose states are saved, and
+the sample order of each epoch is a function of (seed, epoch) rather than sampler state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+from safetensors.torch import load_file, save_file
+
+from actionlm.errors import ActionlmError
+from actionlm.io import atomic_path, write_json, write_parquet
+
+log = logging.getLogger(__name__)
+
+LATEST = "latest.json"
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto`` = the first CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ActionlmError(
+            f"--device {name!r} is not a torch device (auto, cpu, cuda, cuda:1)"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ActionlmError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def autocast(device: torch.device) -> AbstractContextManager:
+    """bfloat16 autocast on CUDA devices that support it; full float32 elsewhere."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def seed_everything(seed: int, device: torch.device) -> None:
+    """Seed every generator; on CPU also ask for deterministic kernels (nearly free there;
+    filling fresh memory with NaN, a debugging aid, is left off), so that equal seeds give
+    equal runs. On CUDA, speed wins (cuDNN autotuning stays on)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+        torch.utils.deterministic.fill_uninitialized_memory = False
+
+
+def reproducible_execution(device: torch.device) -> AbstractContextManager:
+    """On CPU, run TorchScript functions (geoopt's maps are some) without graph optimisation:
+    the optimiser re-fuses them after their first calls and the fused kernels round
+    differently, so a resumed process (first calls again) would drift from an uninterrupted
+    one in the last bits."""
+    return torch.jit.optimized_execution(device.type != "cpu")
+
+
+def set_threads(threads: int | None) -> None:
+    """Cap torch's CPU threads (a Snakemake rule's {threads}); None keeps torch's default."""
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The sample order of one epoch, a pure function of (seed, epoch)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["torch"])
+    cuda = [state[k] for k in sorted(state) if k.startswith("cuda")]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """``optimizer.load_state_dict`` that keeps integer step counters integers: torch turns
+    them into float32 tensors, which changes geoopt's Riemannian Adam bias correction
+    (beta ** step) in the last bits, and a resumed run would drift from an uninterrupted one."""
+    integer_steps = {
+        pid for pid, s in state["state"].items() if isinstance(s.get("step"), int)
+    }
+    optimizer.load_state_dict(state)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for pid in integer_steps:
+        slot = optimizer.state[params[pid]]
+        slot["step"] = int(slot["step"])
+
+
+@dataclass
+class Checkpoint:
+    step: int
+    weights: dict[str, torch.Tensor]  # model state
+    state: dict  # tensors-only: optimiser states, RNG states
+    progress: dict  # JSON: epoch, position in the epoch, running sums, curves so far
+
+
+class CheckpointStore:
+    """A folder of ``step-N.safetensors`` (weights) + ``step-N.pt`` (optimiser/RNG tensors,
+    loaded with weights_only) and ``latest.json`` naming the newest complete pair.
+
+    The pair is written first and ``latest.json`` replaced last (each atomically), so a kill
+    at any moment leaves the previous checkpoint intact. A checkpoint made with a different
+    ``config`` is ignored (and deleted by the next save): a changed config trains afresh."""
+
+    def __init__(self, folder: str | os.PathLike, config: dict):
+        self.folder = Path(folder)
+        self.config = json.loads(json.dumps(config))  # as it will read back from JSON
+
+    def load(self) -> Checkpoint | None:
+        pointer = self.folder / LATEST
+        if not pointer.is_file():
+            return None
+        info = json.loads(pointer.read_text())
+        if info.get("config") != self.config:
+            log.warning("%s was written with another config; training from scratch", pointer)
+            return None
+        try:
+            weights = load_file(self.folder / info["weights"])
+            state = torch.load(self.folder / info["state"], weights_only=True)
+        except (OSError, RuntimeError) as err:
+            raise ActionlmError(
+                f"{pointer}: checkpoint files unreadable ({err}); delete {self.folder}"
+            ) from None
+        log.info("resuming from %s (step %d)", self.folder, info["step"])
+        return Checkpoint(info["step"], weights, state, info["progress"])
+
+    def save(self, checkpoint: Checkpoint) -> None:
+        stem = f"step-{checkpoint.step:09d}"
+        weights = {k: v.detach().cpu().contiguous() for k, v in checkpoint.weights.items()}
+        with atomic_path(self.folder / f"{stem}.safetensors") as tmp:
+            save_file(weights, tmp)
+        with atomic_path(self.folder / f"{stem}.pt") as tmp:
+            torch.save(checkpoint.state, tmp)
+        write_json(
+            {
+                "step": checkpoint.step,
+                "weights": f"{stem}.safetensors",
+                "state": f"{stem}.pt",
+                "config": self.config,
+                "progress": checkpoint.progress,
+            },
+            self.folder / LATEST,
+        )
+        for old in self.folder.glob("step-*"):
+            if not old.name.startswith(stem):
+                old.unlink(missing_ok=True)
+
+
+def write_curves(rows: list[dict], columns: list[str], path: str | os.PathLike) -> None:
+    """Per-epoch training curves as Parquet: one row per epoch, ``columns`` in this order."""
+    write_parquet(pa.table({c: [row[c] for row in rows] for c in columns}), path)

@@ -1,0 +1,226 @@
+"""Turn every sample of one protocol into its LLM-AR "action sentence" with a trained VQ-VAE
+-> OUT/action_sentences.parquet, OUT/codebook_usage.parquet, OUT/usage.json and
+OUT/token_frequency.png (rank-frequency against Zipf's law).
+
+``action_sentences.parquet`` (one row per sample, skeletons.parquet order; what the LLM stage
+reads):
+    sample_id  string   as in skeletons.parquet
+    split      string   train / val / test under the protocol
+    label      int16    0-based class
+    tokens     list<int16>  code indices in [0, U), W = window / 4 of them
+    n_tokens   int16    len(tokens)
+    schema metadata: actionlm.codes (U), actionlm.tokens_per_sentence (W), actionlm.codebook
+    (hyperbolic / euclidean), actionlm.vqvae (weights file), actionlm.protocol.
+
+``codebook_usage.parquet``: split (train / val / test / all), rank (1 = most used), code,
+count, frequency (count / tokens of that split), zipf (Zipf(alpha, beta) probability of that
+rank, alpha/beta from the config.json beside the weights, else 1 / 2.7). ``usage.json``: per
+split n_sentences, n_tokens, used_codes, perplexity (exp of the code-frequency entropy), zipf_js (JS
+divergence of the sorted frequencies from Zipf, Eq. 4), plus samples_per_second.
+
+Samples stream from skeletons.parquet in batches (resized on the fly) to the device and the
+Parquet writer, so memory does not grow with the dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm import tqdm
+
+from actionlm.data.tensors import iter_split_tensors
+from actionlm.io import atomic_path, with_metadata, write_json, write_parquet
+from actionlm.models.vqvae import load_vqvae
+from actionlm.models.vqvae_losses import LossConfig, js_divergence, zipf_distribution
+from actionlm.train.common import autocast, select_device
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+SENTENCE_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("label", pa.int16(), nullable=False),
+        pa.field("tokens", pa.list_(pa.int16()), nullable=False),
+        pa.field("n_tokens", pa.int16(), nullable=False),
+    ]
+)
+
+
+def usage_summary(counts: torch.Tensor, zipf: torch.Tensor) -> dict:
+    """Used codes, perplexity and distance from Zipf of one code histogram."""
+    total = counts.sum().item()
+    frequency = torch.sort(counts.double(), descending=True).values / max(total, 1)
+    nonzero = frequency[frequency > 0]
+    return {
+        "n_tokens": int(total),
+        "used_codes": int((counts > 0).sum()),
+        "perplexity": float(torch.exp(-(nonzero * nonzero.log()).sum())),
+        "zipf_js": float(js_divergence(frequency.float(), zipf)),
+    }
+
+
+def usage_table(counts: dict[str, torch.Tensor], zipf: torch.Tensor) -> pa.Table:
+    rows = {k: [] for k in ("split", "rank", "code", "count", "frequency", "zipf")}
+    for split, hist in counts.items():
+        order = torch.sort(hist, descending=True, stable=True)
+        rows["split"] += [split] * len(hist)
+        rows["rank"] += range(1, len(hist) + 1)
+        rows["code"] += order.indices.tolist()
+        rows["count"] += order.values.tolist()
+        rows["frequency"] += (order.values.double() / max(hist.sum().item(), 1)).tolist()
+        rows["zipf"] += zipf.tolist()
+    types = {
+        "split": pa.string(),
+        "rank": pa.int32(),
+        "code": pa.int16(),
+        "count": pa.int64(),
+        "frequency": pa.float64(),
+        "zipf": pa.float64(),
+    }
+    return pa.table({k: pa.array(v, types[k]) for k, v in rows.items()})
+
+
+def plot_rank_frequency(
+    counts: dict[str, torch.Tensor], zipf: torch.Tensor, path: Path, title: str
+) -> None:
+    """Log-log rank-frequency of the codes per split, with the Zipf law they are trained towards."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ranks = np.arange(1, len(zipf) + 1)
+    for split, hist in counts.items():
+        frequency = np.sort(hist.numpy())[::-1] / max(hist.sum().item(), 1)
+        used = frequency > 0
+        ax.loglog(ranks[used], frequency[used], marker=".", linestyle="-", label=split)
+    ax.loglog(ranks, zipf.numpy(), "k--", label="Zipf")
+    ax.set(xlabel="rank", ylabel="token frequency", title=title)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def tokenize_dataset(
+    data_dir: str | Path,
+    protocol: str,
+    vqvae_path: str | Path,
+    out_dir: str | Path,
+    batch_size: int = 256,
+    device_name: str = "auto",
+) -> dict:
+    """Write the four outputs and return the usage.json content."""
+    out_dir = Path(out_dir)
+    device = select_device(device_name)
+    model = load_vqvae(vqvae_path, device)
+    cfg = model.cfg
+    train_config = Path(vqvae_path).with_name("config.json")
+    loss = (
+        LossConfig(**json.loads(train_config.read_text())["loss"])
+        if train_config.is_file()
+        else LossConfig()
+    )
+    zipf = zipf_distribution(cfg.codes, loss.zipf_alpha, loss.zipf_beta)
+    schema = with_metadata(
+        SENTENCE_SCHEMA,
+        codes=cfg.codes,
+        tokens_per_sentence=cfg.tokens,
+        codebook=cfg.codebook,
+        vqvae=str(vqvae_path),
+        protocol=protocol,
+    )
+    counts: dict[str, torch.Tensor] = {}
+    n_samples = 0
+    started = time.perf_counter()
+    with (
+        atomic_path(out_dir / "action_sentences.parquet") as tmp,
+        pq.ParquetWriter(tmp, schema) as writer,
+    ):
+        chunks = iter_split_tensors(data_dir, protocol, cfg.window, None, cfg.bodies, batch_size)
+        for chunk in tqdm(chunks, desc="tokenize", unit="batch"):
+            with autocast(device):
+                codes = model.tokenize(chunk.joints.to(device)).cpu()
+            offsets = np.arange(0, codes.numel() + 1, cfg.tokens, dtype=np.int32)
+            writer.write_batch(
+                pa.RecordBatch.from_arrays(
+                    [
+                        pa.array(chunk.sample_ids),
+                        pa.array(chunk.splits),
+                        pa.array(chunk.labels.numpy(), pa.int16()),
+                        pa.ListArray.from_arrays(
+                            offsets, pa.array(codes.flatten().numpy().astype(np.int16))
+                        ),
+                        pa.array(np.full(len(chunk), cfg.tokens, np.int16)),
+                    ],
+                    schema=schema,
+                )
+            )
+            for split in set(chunk.splits):
+                rows = torch.tensor([s == split for s in chunk.splits])
+                hist = torch.bincount(codes[rows].flatten(), minlength=cfg.codes)
+                counts[split] = counts.get(split, torch.zeros(cfg.codes, dtype=torch.long)) + hist
+            n_samples += len(chunk)
+    seconds = time.perf_counter() - started
+    counts["all"] = sum(counts.values())
+    summary = {
+        "splits": {
+            s: {"n_sentences": int(h.sum()) // cfg.tokens, **usage_summary(h, zipf)}
+            for s, h in counts.items()
+        },
+        "codes": cfg.codes,
+        "tokens_per_sentence": cfg.tokens,
+        "samples_per_second": n_samples / seconds,
+        "device": str(device),
+    }
+    log.info(
+        "tokenized %d samples in %.2f s (%.0f samples/s on %s)",
+        n_samples,
+        seconds,
+        summary["samples_per_second"],
+        device,
+    )
+    for split, stats in summary["splits"].items():
+        log.info(
+            "%s: %d codes used of %d, perplexity %.1f, JS to Zipf %.3f",
+            split,
+            stats["used_codes"],
+            cfg.codes,
+            stats["perplexity"],
+            stats["zipf_js"],
+        )
+    write_parquet(usage_table(counts, zipf), out_dir / "codebook_usage.parquet")
+    write_json(summary, out_dir / "usage.json")
+    plot_rank_frequency(
+        {s: h for s, h in counts.items() if s != "all"},
+        zipf,
+        out_dir / "token_frequency.png",
+        f"{protocol}: {summary['splits']['all']['used_codes']} codes used, "
+        f"perplexity {summary['splits']['all']['perplexity']:.1f}",
+    )
+    return summary
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
+    p.add_argument(
+        "--protocol", required=True, help="split protocol (all its splits are tokenized)"
+    )
+    p.add_argument("--vqvae", type=Path, required=True, help="vqvae.safetensors from train-vqvae")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--batch-size", type=int, default=256, help="samples per batch")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+
+
+def run(args: argparse.Namespace) -> None:
+    tokenize_dataset(args.data, args.protocol, args.vqvae, args.out, args.batch_size, args.device)

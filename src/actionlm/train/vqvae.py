@@ -1,0 +1,338 @@
+"""Train LLM-AR's action VQ-VAE (hyperbolic codebook, human-inductive-bias losses) on the train
+split of one protocol -> OUT/vqvae.safetensors, OUT/config.json, OUT/curves.parquet.
+
+Resumable: OUT/checkpoints/ holds the newest checkpoint (every --checkpoint-every steps and at
+each epoch's end); rerunning the same command continues from it and, on CPU, ends with the
+same weights as an uninterrupted run. A checkpoint made with another config is ignored.
+
+Outputs: ``vqvae.safetensors`` (weights; the network's VQVAEConfig in its metadata, so the
+tokenizer needs nothing else), ``config.json`` (every setting of the run: data, model, loss,
+train), ``curves.parquet`` (one row per epoch: epoch, step, loss, rec, embed, commit, zipf,
+context, mmd (epoch means over samples), perplexity and used_codes of the epoch's hard code
+assignments, dead_codes_reset, lr, seconds).
+
+Optimisers: AdamW for the encoder/decoder (the paper's optimiser) and geoopt's Riemannian
+Adam for the codebook, with the same learning rate; for the Euclidean ablation the same
+Riemannian Adam acts as plain Adam. The learning rate is constant (the paper gives only its
+initial value, 2e-4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import geoopt
+import torch
+from tqdm import tqdm
+
+from actionlm.data.tensors import load_split
+from actionlm.errors import ActionlmError
+from actionlm.io import write_json
+from actionlm.llm.prepare_llm import llm_hidden_size, load_llm_embedding_matrix
+from actionlm.models.vqvae import CODEBOOKS, ActionVQVAE, VQVAEConfig, save_vqvae
+from actionlm.models.vqvae_losses import LossConfig, VQVAELoss
+from actionlm.train.common import (
+    Checkpoint,
+    CheckpointStore,
+    autocast,
+    epoch_order,
+    load_optimizer_state,
+    reproducible_execution,
+    rng_state,
+    seed_everything,
+    select_device,
+    set_rng_state,
+    set_threads,
+    write_curves,
+)
+
+log = logging.getLogger(__name__)
+
+INIT_SAMPLES = 256  # training samples whose latents seed the codebook
+METRICS = ("loss", "rec", "embed", "commit", "zipf", "context", "mmd")
+CURVE_COLUMNS = ["epoch", "step", *METRICS, "perplexity", "used_codes", "dead_codes_reset", "lr",
+                 "seconds"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    epochs: int = 30
+    batch_size: int = 256
+    seed: int = 0
+    reset_every: int = 100  # dead-code reset interval in steps; 0 = never
+
+    def validate(self) -> TrainConfig:
+        if not self.lr > 0 or self.weight_decay < 0 or self.epochs < 1 or self.batch_size < 1:
+            raise ActionlmError(
+                "VQ-VAE train config: need lr > 0, weight_decay >= 0, epochs >= 1, "
+                f"batch_size >= 1; got {asdict(self)}"
+            )
+        if self.reset_every < 0:
+            raise ActionlmError(f"VQ-VAE train config: reset_every {self.reset_every} < 0")
+        return self
+
+
+@dataclass
+class EpochTally:
+    """Running sums of one epoch; kept in checkpoints so that a resumed epoch reports the same."""
+
+    sums: dict[str, float]
+    counts: list[int]  # hard code assignments per code
+    n: int = 0
+    resets: int = 0
+
+    @classmethod
+    def empty(cls, codes: int) -> EpochTally:
+        return cls({k: 0.0 for k in METRICS}, [0] * codes)
+
+    def add(self, values: dict[str, float], codes: torch.Tensor, n: int) -> None:
+        for k in METRICS:
+            self.sums[k] += values[k] * n
+        self.n += n
+        hist = torch.bincount(codes.flatten().cpu(), minlength=len(self.counts)).tolist()
+        self.counts = [a + b for a, b in zip(self.counts, hist)]
+
+    def row(self, epoch: int, step: int, lr: float, seconds: float) -> dict:
+        hist = torch.tensor(self.counts, dtype=torch.float64)
+        p = hist[hist > 0] / hist.sum()
+        return {
+            "epoch": epoch,
+            "step": step,
+            **{k: self.sums[k] / self.n for k in METRICS},
+            "perplexity": float(torch.exp(-(p * p.log()).sum())),
+            "used_codes": int((hist > 0).sum()),
+            "dead_codes_reset": self.resets,
+            "lr": lr,
+            "seconds": seconds,
+        }
+
+
+@dataclass
+class Progress:
+    """Where a run stands: the checkpoint's JSON part."""
+
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches of the current epoch completed
+    step: int = 0
+    tally: EpochTally | None = None
+    curves: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Progress:
+        tally = data["tally"] and EpochTally(**data["tally"])
+        return cls(data["epoch"], data["batch"], data["step"], tally, data["curves"])
+
+
+def warn_if_ball_saturates(llm: torch.Tensor, cfg: VQVAEConfig) -> None:
+    """The MMD term pulls the codes towards the LLM rows; if those lie near the ball's edge
+    (sqrt(c) x median row norm >> 1), quantization degenerates: say which c would fit."""
+    rho = llm.norm(dim=1).median().item()
+    if cfg.codebook == "hyperbolic" and math.sqrt(cfg.curvature) * rho > 2.0:
+        log.warning(
+            "the LLM's embedding rows have median norm %.2f: with curvature %g their exp maps "
+            "sit at the edge of the Poincare ball; a curvature near %.2g fits better",
+            rho, cfg.curvature, 1.0 / rho**2,
+        )
+
+
+def llm_embedding_rows(llm_dir: str | Path, width: int | None) -> torch.Tensor:
+    """The LLM's input-embedding matrix, after checking that a requested ``width`` is its."""
+    llm_width = llm_hidden_size(llm_dir)
+    if width not in (None, llm_width):
+        raise ActionlmError(
+            f"VQ-VAE width {width} differs from the LLM's input-embedding width {llm_width} "
+            f"({llm_dir}); the codes must be LLM-sized tokens"
+        )
+    return load_llm_embedding_matrix(llm_dir)
+
+
+class VQVAETraining:
+    """One training run: data, model, loss, optimisers, and its checkpoint store."""
+
+    def __init__(self, data_dir, protocol, llm_dir, out_dir, model_options: dict,
+                 loss_cfg: LossConfig, train_cfg: TrainConfig, device: torch.device):
+        self.out_dir = Path(out_dir)
+        self.train_cfg = train_cfg.validate()
+        loss_cfg.validate()
+        llm = llm_embedding_rows(llm_dir, model_options.get("width"))
+        probe = VQVAEConfig(**{**model_options, "width": llm.shape[1]}).validate()
+        self.device = device
+        seed_everything(train_cfg.seed, device)
+        self.data = load_split(data_dir, protocol, "train", probe.window, probe.bodies)
+        self.cfg = VQVAEConfig(**{**asdict(probe), "joints": self.data.joints.shape[3]})
+        self.config = {
+            "data": {"data_dir": str(data_dir), "protocol": protocol, "llm": str(llm_dir)},
+            "model": asdict(self.cfg), "loss": asdict(loss_cfg), "train": asdict(train_cfg),
+        }
+        warn_if_ball_saturates(llm, self.cfg)
+        self.model = ActionVQVAE(self.cfg)
+        self.model.set_normalization(self.data.joints)
+        self.model.init_codebook(self.data.joints[torch.randperm(len(self.data))[:INIT_SAMPLES]])
+        self.model.to(device)
+        mmd_rows = llm[torch.randint(len(llm), (loss_cfg.mmd_rows,))]
+        self.criterion = VQVAELoss(loss_cfg, self.cfg.codes, mmd_rows).to(device)
+        network = [p for n, p in self.model.named_parameters() if not n.startswith("codebook.")]
+        self.optimizers = [
+            torch.optim.AdamW(network, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay),
+            geoopt.optim.RiemannianAdam([self.model.codebook.weight], lr=train_cfg.lr),
+        ]
+        self.store = CheckpointStore(self.out_dir / "checkpoints", self.config)
+
+    def resume(self) -> Progress:
+        checkpoint = self.store.load()
+        if checkpoint is None:
+            return Progress()
+        self.model.load_state_dict(checkpoint.weights)
+        for opt, state in zip(self.optimizers, checkpoint.state["optimizers"]):
+            load_optimizer_state(opt, state)
+        set_rng_state(checkpoint.state["rng"])
+        return Progress.from_json(checkpoint.progress)
+
+    def save(self, progress: Progress) -> None:
+        state = {"optimizers": [o.state_dict() for o in self.optimizers], "rng": rng_state()}
+        self.store.save(Checkpoint(progress.step, self.model.state_dict(), state, asdict(progress)))
+
+    def step(self, joints: torch.Tensor, step: int, tally: EpochTally) -> dict[str, float]:
+        """One optimisation step (Eq. 12) on a batch of raw joints."""
+        with autocast(self.device):
+            out = self.model(joints.to(self.device))
+            total, parts = self.criterion(out, self.model.codebook)
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        total.backward()
+        for opt in self.optimizers:
+            opt.step()
+        every = self.train_cfg.reset_every
+        if every and step % every == 0:
+            tally.resets += self.model.codebook.reset_dead_codes(out.points.detach().flatten(0, 1))
+        values = {"loss": total.item(), **{k: v.item() for k, v in parts.items()}}
+        tally.add(values, out.codes, len(joints))
+        return values
+
+    def run(self, checkpoint_every: int) -> list[dict]:
+        """Train from the last checkpoint to the last epoch; write the outputs."""
+        with reproducible_execution(self.device):
+            return self._run(checkpoint_every)
+
+    def _run(self, checkpoint_every: int) -> list[dict]:
+        write_json(self.config, self.out_dir / "config.json")
+        progress = self.resume()
+        n, batch, epochs = len(self.data), self.train_cfg.batch_size, self.train_cfg.epochs
+        steps_per_epoch = math.ceil(n / batch)
+        self.model.train()
+        for epoch in range(progress.epoch, epochs):
+            started = time.perf_counter()
+            order = epoch_order(n, self.train_cfg.seed, epoch)
+            progress.tally = progress.tally or EpochTally.empty(self.cfg.codes)
+            bar = tqdm(total=steps_per_epoch, initial=progress.batch, unit="step", leave=False,
+                       desc=f"epoch {epoch + 1}/{epochs}")
+            for b in range(progress.batch, steps_per_epoch):
+                progress.step += 1
+                values = self.step(self.data.joints[order[b * batch : (b + 1) * batch]],
+                                   progress.step, progress.tally)
+                progress.batch = b + 1
+                bar.update()
+                bar.set_postfix(loss=f"{values['loss']:.4f}", rec=f"{values['rec']:.4f}")
+                mid_epoch = b + 1 < steps_per_epoch
+                if checkpoint_every and progress.step % checkpoint_every == 0 and mid_epoch:
+                    self.save(progress)
+            bar.close()
+            row = progress.tally.row(epoch + 1, progress.step, self.train_cfg.lr,
+                                     time.perf_counter() - started)
+            log.info("epoch %d: %s", epoch + 1, ", ".join(
+                f"{k}={v:.4g}" for k, v in row.items() if k not in ("epoch", "lr")))
+            progress.curves.append(row)
+            progress.epoch, progress.batch, progress.tally = epoch + 1, 0, None
+            write_curves(progress.curves, CURVE_COLUMNS, self.out_dir / "curves.parquet")
+            self.save(progress)
+        save_vqvae(self.model, self.out_dir / "vqvae.safetensors")
+        return progress.curves
+
+
+def train_vqvae(
+    data_dir: str | Path,
+    protocol: str,
+    llm_dir: str | Path,
+    out_dir: str | Path,
+    model_options: dict,
+    loss_cfg: LossConfig,
+    train_cfg: TrainConfig,
+    device_name: str = "auto",
+    checkpoint_every: int = 500,
+) -> list[dict]:
+    """Train (or resume) and write the three outputs; return the curve rows.
+
+    ``model_options``: VQVAEConfig fields except ``joints`` (taken from the data) and
+    ``width`` (the LLM's hidden size; when given it must equal it)."""
+    training = VQVAETraining(data_dir, protocol, llm_dir, out_dir, model_options, loss_cfg,
+                             train_cfg, select_device(device_name))
+    return training.run(checkpoint_every)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
+    p.add_argument("--protocol", required=True, help="split protocol; trains on its train split")
+    p.add_argument("--llm", type=Path, required=True,
+                   help="target LLM: a prepare-llm folder or a Hugging Face model folder")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    g = p.add_argument_group("VQ-VAE network (Sec. 3.1)")
+    g.add_argument("--width", type=int, default=None,
+                   help="code width d_u; default and only valid value: the LLM's hidden size")
+    g.add_argument("--window", type=int, default=64, help="frames V per sequence (W = V/4 tokens)")
+    g.add_argument("--bodies", type=int, default=2, help="bodies kept per frame (zero-padded)")
+    g.add_argument("--codes", type=int, default=512, help="codebook size U (even)")
+    g.add_argument("--codebook", choices=CODEBOOKS, default="hyperbolic",
+                   help="Poincaré-ball codebook or the Euclidean ablation (Table 6)")
+    g.add_argument("--curvature", type=float, default=1.0, help="Poincaré ball curvature c > 0")
+    g.add_argument("--channels", type=int, default=64, help="conv channels of encoder/decoder")
+    g.add_argument("--depth", type=int, default=2, help="residual blocks per resolution")
+    g = p.add_argument_group("losses (Eqs. 3-12; --no-X for the Table 4 ablations)")
+    flag = argparse.BooleanOptionalAction
+    g.add_argument("--zipf", action=flag, default=True, help="Zipf loss (Eq. 4)")
+    g.add_argument("--context", action=flag, default=True, help="context loss (Eq. 5)")
+    g.add_argument("--mmd", action=flag, default=True, help="MMD to the LLM's embeddings (Eq. 7)")
+    g.add_argument("--zipf-alpha", type=float, default=1.0)
+    g.add_argument("--zipf-beta", type=float, default=2.7)
+    g.add_argument("--omega1", type=float, default=0.02, help="commitment weight")
+    g.add_argument("--omega2", type=float, default=0.2, help="human-bias weight")
+    g.add_argument("--gumbel-tau", type=float, default=1.0, help="Gumbel-softmax temperature")
+    g.add_argument("--mmd-rows", type=int, default=2048, help="LLM rows sampled for the MMD")
+    g = p.add_argument_group("training")
+    g.add_argument("--lr", type=float, default=2e-4)
+    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--epochs", type=int, default=30)
+    g.add_argument("--batch-size", type=int, default=256)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--reset-every", type=int, default=100,
+                   help="steps between dead-code resets (0 = never)")
+    g.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    g.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    g.add_argument("--checkpoint-every", type=int, default=500,
+                   help="steps between mid-epoch checkpoints (0 = at epoch ends only)")
+
+
+def config_from_args(cls: type, args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict:
+    """The fields of dataclass ``cls`` from the argparse values of the same name."""
+    return {f.name: getattr(args, f.name) for f in fields(cls) if f.name not in skip}
+
+
+def run(args: argparse.Namespace) -> None:
+    set_threads(args.threads)
+    curves = train_vqvae(
+        args.data, args.protocol, args.llm, args.out,
+        model_options=config_from_args(VQVAEConfig, args, skip=("joints",)),
+        loss_cfg=LossConfig(**config_from_args(LossConfig, args)),
+        train_cfg=TrainConfig(**config_from_args(TrainConfig, args)),
+        device_name=args.device,
+        checkpoint_every=args.checkpoint_every,
+    )
+    last = curves[-1]
+    log.info("trained %d epochs: rec %.4f, perplexity %.1f, %d codes used -> %s",
+             last["epoch"], last["rec"], last["perplexity"], last["used_codes"], args.out)

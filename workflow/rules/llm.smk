@@ -1,0 +1,20 @@
+# LLM assets: the configured language model as a local Hugging Face folder (converted once from
+# the bundled GGUF in the embedded default), shared by describe (served) and the LLM stages.
+
+
+rule prepare_llm:
+    output:
+        directory("resources/llm/{llm}"),
+    params:
+        source=config["llm"]["source"],
+        dtype=config["llm"]["dtype"],
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    log:
+        "logs/prepare_llm/{llm}.log",
+    conda:
+        "../../envs/actionlm.yaml"
+    shell:
+        "actionlm prepare-llm --source {params.source:q} --dtype {params.dtype} "
+        "--out {output} > {log} 2>&1"
