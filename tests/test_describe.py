@@ -334,6 +334,37 @@ def test_cut_paragraph_is_trimmed_or_refused_as_the_prompts_say(classes_file, tm
     assert table_metadata(table, "calls")["trimmed"] == 4
 
 
+def test_allow_incomplete_marks_what_failed_and_asks_failed_parts_one_by_one(
+        classes_file, tmp_path, monkeypatch, caplog):
+    """A 135M model sometimes never answers a question usably: with --allow-incomplete the
+    part question that failed is asked part by part, and an answer that still fails becomes
+    the class name, marked as such, instead of failing the whole stage."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    out, cache = tmp_path / "d.parquet", tmp_path / "cache"
+
+    def stubborn(body):
+        question = last_user_text(body)
+        if "drink water" in question and question.startswith("Suggest"):
+            return "water, water"
+        if "drink water" in question and question.startswith("Describing following body parts"):
+            return "The drinking is done with the whole body."
+        return gap_style(body)
+
+    with FakeOpenAI(stubborn) as server:
+        assert run_stage([*stage_args(classes_file, out, cache, server), "--allow-incomplete"]) == 0
+    rows = pq.read_table(out).to_pylist()
+    drink = [r for r in rows if r["class_id"] == 0]
+    assert [(r["kind"], r["source"]) for r in drink if r["kind"] == "synonym"] == [
+        ("synonym", "fallback/label-name")]
+    assert [r["text"] for r in drink if r["source"] == "fallback/label-name"] == ["drink water"]
+    assert [r["text"] for r in drink if r["kind"] == "part"] == [
+        f"{part} follows drink water" for part in PARTS]
+    assert all(r["request_hash"] for r in rows if r["source"] != "fallback/label-name")
+    assert table_metadata(pq.read_table(out), "fallbacks") == ["'drink water' (synonym)"]
+    assert "1 texts are the class name" in caplog.text
+    assert sum(r["source"] == "fallback/label-name" for r in rows) == 1
+
+
 @pytest.mark.parametrize(
     "fault",
     [Reply(status=429, headers={"Retry-After": "0"}), Reply(status=500), Reply(status=503),

@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import geoopt
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -44,7 +45,7 @@ from actionlm.models.vqvae_losses import (
     zipf_distribution,
     zipf_loss,
 )
-from actionlm.train.common import CheckpointStore
+from actionlm.train.common import Checkpoint, CheckpointStore
 from actionlm.train.tokenize import SENTENCE_SCHEMA, tokenize_dataset
 from actionlm.train.vqvae import TrainConfig, train_vqvae
 
@@ -107,8 +108,6 @@ def test_exp_and_log_maps_are_inverse_and_codes_stay_in_the_ball(curvature):
     assert torch.allclose(codebook.to_euclidean(codebook.to_space(v)), v, atol=1e-5)
 
     codebook.set_codes(torch.randn(64, 12) * 3)  # far out: exp map near the boundary
-    import geoopt
-
     opt = geoopt.optim.RiemannianAdam([codebook.weight], lr=0.5)
     for _ in range(20):  # large steps pushing every code outwards
         opt.zero_grad()
@@ -128,8 +127,6 @@ def test_pairwise_distance_is_eq9():
             den = (1 - x[i].square().sum()) * (1 - y[j].square().sum())
             direct[i, j] = math.acosh(1 + num / den)
     assert torch.allclose(pairwise_poincare_distance(x, y, 1.0), direct, atol=1e-4)
-
-    import geoopt
 
     ball = geoopt.PoincareBall(c=0.3)
     xs, ys = x / math.sqrt(0.3), y / math.sqrt(0.3)
@@ -164,6 +161,16 @@ def test_mmd_is_zero_for_identical_sets_and_grows_with_a_shift():
     assert mmd2(y.clone(), y, bandwidth).abs() < 1e-6
     near, far = mmd2(y + 0.3, y, bandwidth), mmd2(y + 3.0, y, bandwidth)
     assert 0 < near < far
+
+
+def test_token_usage_counts_tokens_and_follows_the_nearest_code_at_low_temperature():
+    torch.manual_seed(0)
+    neg_distances = -torch.rand(6, 5, 10) * 3
+    nearest = torch.nn.functional.one_hot(neg_distances.argmax(-1), 10).sum(1).float()
+    sharp, loose = token_usage(neg_distances, 1e-3), token_usage(neg_distances, 10.0)
+    assert (sharp.sum(-1) == 5).all() and (loose.sum(-1) == 5).all()
+    assert torch.equal(sharp, nearest)
+    assert not torch.equal(loose, nearest)
 
 
 def test_bias_losses_send_gradients_to_the_encoder_and_mmd_to_the_codebook():
@@ -301,8 +308,6 @@ def test_resume_after_kill_gives_the_uninterrupted_result(data_dir, fake_llm, tm
 
 def test_checkpoint_of_another_config_is_ignored(tmp_path):
     store = CheckpointStore(tmp_path, {"lr": 1})
-    from actionlm.train.common import Checkpoint
-
     store.save(Checkpoint(3, {"w": torch.ones(2)}, {"rng": {}}, {"epoch": 1}))
     assert store.load().step == 3
     assert CheckpointStore(tmp_path, {"lr": 2}).load() is None

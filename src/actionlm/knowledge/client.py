@@ -59,7 +59,15 @@ class InvalidAnswer(ValueError):
 
 
 class LLMRequestError(ActionlmError):
-    """Requests that failed for good; everything answered before is cached."""
+    """Requests that failed for good; everything answered before is cached. When requests ran
+    out of attempts (not after a fatal error), ``answers`` holds what :meth:`LLMClient.run`
+    would have returned, with None at the ``failed`` positions, for callers that can do
+    without them."""
+
+    def __init__(self, message: str, answers: list | None = None, failed: tuple = ()):
+        super().__init__(message)
+        self.answers = answers
+        self.failed = failed
 
 
 @dataclass(frozen=True)
@@ -315,25 +323,25 @@ class LLMClient:
         api = openai.AsyncOpenAI(api_key=key, base_url=self.provider.base_url,
                                  timeout=self.timeout_s, max_retries=0)
 
+        failures: dict[int, _Retry] = {}
+
         async def one(i: int) -> None:
             async with slots:
                 if stop.is_set():
                     return
                 try:
                     answers[i] = await self._complete(api, requests[i], key)
+                except _Retry as err:
+                    failures[i] = err
                 except _Fatal:
                     stop.set()
                     raise
             bar.update()
 
-        failures: list[_Retry] = []
         tasks = [asyncio.create_task(one(i)) for i in indices]
         try:
             for done in asyncio.as_completed(tasks):
-                try:
-                    await done
-                except _Retry as err:
-                    failures.append(err)
+                await done
         except _Fatal as err:
             raise LLMRequestError(f"{err} (no further request was sent; answers received "
                                   "before are cached)") from None
@@ -344,14 +352,14 @@ class LLMClient:
             await api.close()
         if failures:
             hint = ("; refused answers come back the same from a deterministic server: raise "
-                    "max_retries or change the seed" if any(f.bad_answer for f in failures)
-                    else "")
+                    "max_retries or change the seed"
+                    if any(f.bad_answer for f in failures.values()) else "")
             raise LLMRequestError(
                 f"{len(failures)} of {len(indices)} requests to {self.provider.source} failed "
                 f"after {self.max_retries + 1} attempts (the {len(indices) - len(failures)} "
                 f"answered are cached; a rerun asks only for the failed ones{hint}):\n"
-                + "\n".join(f"  {failure}" for failure in failures)
-            )
+                + "\n".join(f"  {failures[i]}" for i in sorted(failures)),
+                answers=answers, failed=tuple(sorted(failures)))
 
     async def _complete(self, api: openai.AsyncOpenAI, request: ChatRequest, key: str) -> Answer:
         request_hash = self.request_hash(request)

@@ -43,6 +43,7 @@ from actionlm.knowledge.client import (
     ChatRequest,
     InvalidAnswer,
     LLMClient,
+    LLMRequestError,
     Provider,
     add_client_arguments,
     client_from_args,
@@ -54,6 +55,7 @@ PARTS = ("head", "hand", "arm", "hip", "leg", "foot")
 KINDS = ("part", "synonym", "paragraph")  # "visual" rows come from describe-visual
 DEFAULT_PROMPTS = Path("configs/prompts/describe.yaml")
 GAP_SOURCE = "gap-import"
+FALLBACK_SOURCE = "fallback/label-name"
 # transformers serve decodes greedily unless asked to sample; sampling makes temperature and
 # the per-retry seed matter (a retry after a bad answer must be able to differ).
 SERVE_SAMPLING = {"generation_config": json.dumps({"do_sample": True})}
@@ -357,16 +359,20 @@ def descriptions_table(rows: list[dict], **metadata: object) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=with_metadata(DESCRIPTIONS_SCHEMA, **metadata))
 
 
-def _rows(label: int, name: str, kind: str, value: object, source: str, request_hash,
-          part_hashes: dict[str, str] | None = None) -> list[dict]:
-    """Table rows of one answer; ``part_hashes`` names the follow-up that gave a part."""
-    base = {"class_id": label, "class_name": name, "kind": kind, "source": source,
-            "request_hash": request_hash}
+def _row(label: int, name: str, kind: str, part: str | None, text: str, source: str,
+         request_hash: str | None) -> dict:
+    return {"class_id": label, "class_name": name, "kind": kind, "part": part, "text": text,
+            "source": source, "request_hash": request_hash}
+
+
+def _rows(label: int, name: str, kind: str, value: object, source: str,
+          request_hash: str | None) -> list[dict]:
+    """Table rows of one complete answer: six parts, the synonyms, or the paragraph."""
     if kind == "part":
-        return [{**base, "part": part, "text": value[part],
-                 "request_hash": (part_hashes or {}).get(part, request_hash)} for part in PARTS]
+        return [_row(label, name, kind, part, value[part], source, request_hash)
+                for part in PARTS]
     texts = value if kind == "synonym" else [value]
-    return [{**base, "part": None, "text": text} for text in texts]
+    return [_row(label, name, kind, None, text, source, request_hash) for text in texts]
 
 
 def _questions(classes: list[tuple], prompts: Prompts) -> tuple[list[tuple], list[ChatRequest]]:
@@ -375,9 +381,27 @@ def _questions(classes: list[tuple], prompts: Prompts) -> tuple[list[tuple], lis
     return jobs, [prompts.request(kind, name) for _, name, kind in jobs]
 
 
-def _parts_left_out(jobs: list[tuple], answers: list[Answer]) -> list[tuple[int, str]]:
+def _parts_left_out(jobs: list[tuple], answers: list[Answer | None],
+                    prompts: Prompts) -> list[tuple[int, str]]:
+    """(job index, part) to ask separately: parts an answer left out, or all six when the
+    part question itself failed (with allow_incomplete); none without a follow-up question."""
+    if "follow_up" not in prompts.kinds["part"]:
+        return []
     return [(i, part) for i, ((_, _, kind), answer) in enumerate(zip(jobs, answers))
-            if kind == "part" for part in PARTS if part not in answer.value]
+            if kind == "part" for part in PARTS if answer is None or part not in answer.value]
+
+
+def _ask(client: LLMClient, requests: list[ChatRequest], progress: str,
+         allow_incomplete: bool) -> list[Answer | None]:
+    """``client.run``; with ``allow_incomplete``, requests that ran out of attempts give None
+    (after a warning naming each) instead of failing the stage."""
+    try:
+        return client.run(requests, progress=progress)
+    except LLMRequestError as err:
+        if not allow_incomplete or err.answers is None:
+            raise
+        log.warning("continuing without these answers (allow_incomplete): %s", err)
+        return err.answers
 
 
 def all_cached(classes: list[tuple], prompts: Prompts, client: LLMClient) -> bool:
@@ -387,33 +411,51 @@ def all_cached(classes: list[tuple], prompts: Prompts, client: LLMClient) -> boo
         return False
     answers = client.run(requests)  # all from the cache
     return client.all_cached([prompts.follow_up(jobs[i][1], part)
-                              for i, part in _parts_left_out(jobs, answers)])
+                              for i, part in _parts_left_out(jobs, answers, prompts)])
 
 
-def describe_classes(classes: list[tuple], prompts: Prompts, client: LLMClient) -> pa.Table:
+def describe_classes(classes: list[tuple], prompts: Prompts, client: LLMClient,
+                     allow_incomplete: bool = False) -> pa.Table:
     """Ask the three GAP questions about every class (through the cache), then one follow-up
     per body part an accepted answer left out, and tabulate. Rows keep the hash of the
-    request whose answer they come from."""
+    request whose answer they come from.
+
+    A request that fails for good fails the stage, unless ``allow_incomplete``: then its rows
+    are GAP's label-name baseline (the class name as the text, source ``fallback/label-name``,
+    no request hash), listed in the log and in the metadata (``fallbacks``), never silent."""
     jobs, requests = _questions(classes, prompts)
-    answers = client.run(requests, progress=f"describe ({len(classes)} classes x {len(KINDS)})")
-    follow_ups = _parts_left_out(jobs, answers)
-    filled: dict[int, dict[str, Answer]] = {}  # job index -> part -> follow-up answer
+    answers = _ask(client, requests, f"describe ({len(classes)} classes x {len(KINDS)})",
+                   allow_incomplete)
+    follow_ups = _parts_left_out(jobs, answers, prompts)
+    asked: dict[tuple[int, str], Answer | None] = {}
     if follow_ups:
-        log.info("asking for %d body parts that answers left out", len(follow_ups))
-        extra = client.run([prompts.follow_up(jobs[i][1], part) for i, part in follow_ups],
-                           progress="describe (missing parts)")
-        for (i, part), answer in zip(follow_ups, extra):
-            filled.setdefault(i, {})[part] = answer
-    source, rows = client.provider.source, []
+        log.info("asking separately for %d body parts that answers left out", len(follow_ups))
+        extra = _ask(client, [prompts.follow_up(jobs[i][1], part) for i, part in follow_ups],
+                     "describe (parts asked separately)", allow_incomplete)
+        asked = dict(zip(follow_ups, extra))
+    source, rows, fallbacks = client.provider.source, [], []
     for i, ((label, name, kind), answer) in enumerate(zip(jobs, answers)):
-        extra_parts = filled.get(i, {})
-        value = ({**answer.value, **{p: a.value for p, a in extra_parts.items()}}
-                 if kind == "part" else answer.value)
-        rows += _rows(label, name, kind, value, source, answer.request_hash,
-                      {p: a.request_hash for p, a in extra_parts.items()})
+        if kind != "part" and answer is not None:
+            rows += _rows(label, name, kind, answer.value, source, answer.request_hash)
+            continue
+        for part in PARTS if kind == "part" else [None]:
+            got = asked.get((i, part))
+            if got is not None:
+                rows.append(_row(label, name, kind, part, got.value, source, got.request_hash))
+            elif answer is not None and part in answer.value:
+                rows.append(_row(label, name, kind, part, answer.value[part], source,
+                                 answer.request_hash))
+            else:
+                fallbacks.append(f"{name!r} ({part or kind})")
+                rows.append(_row(label, name, kind, part, " ".join(name.split()),
+                                 FALLBACK_SOURCE, None))
+    if fallbacks:
+        log.warning("%d texts are the class name (no usable answer): %s", len(fallbacks),
+                    ", ".join(fallbacks))
     return descriptions_table(
         rows, prompts={"path": prompts.path, "version": prompts.version, "sha256": prompts.sha256},
-        source=source, calls=client.stats.as_dict(), part_follow_ups=len(follow_ups))
+        source=source, calls=client.stats.as_dict(), part_follow_ups=len(follow_ups),
+        fallbacks=fallbacks)
 
 
 # ---------------------------------------------------------------- GAP import
@@ -538,6 +580,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS,
                         help="prompts file (questions, in-context examples, sampling)")
     add_client_arguments(parser, default_model="gpt-4o-mini")
+    parser.add_argument("--allow-incomplete", action="store_true",
+                        help="a request that fails for good gives the class name as its text "
+                        "(source fallback/label-name, logged, listed in the metadata) instead of "
+                        "failing the stage: for small local models")
     parser.add_argument("--serve-model-dir", type=Path,
                         help="start `transformers serve` on this prepared model folder for the "
                         "run and ask it (no API key needed); excludes --base-url")
@@ -566,7 +612,8 @@ def describe_with_served_model(classes: list[tuple], prompts: Prompts,
     with serve_model(args.serve_model_dir, device=args.serve_device,
                      log_path=args.serve_log) as base_url:
         provider = dataclasses.replace(provider, base_url=base_url)
-        return describe_classes(classes, prompts, client_from_args(args, provider))
+        return describe_classes(classes, prompts, client_from_args(args, provider),
+                                args.allow_incomplete)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -578,6 +625,7 @@ def run(args: argparse.Namespace) -> None:
             raise ActionlmError("--serve-model-dir and --base-url exclude each other")
         table = describe_with_served_model(classes, Prompts.load(args.prompts), args)
     else:
-        table = describe_classes(classes, Prompts.load(args.prompts), client_from_args(args))
+        table = describe_classes(classes, Prompts.load(args.prompts), client_from_args(args),
+                                 args.allow_incomplete)
     write_parquet(table, args.out)
     log.info("wrote %s: %d texts for %d classes", args.out, table.num_rows, len(classes))

@@ -7,8 +7,15 @@ Each bias term can be switched off (the paper's Table 4 ablation); a switched-of
 computed, detached, so that the training curves show it either way. Choices where the paper is
 silent:
 
-- Token usage (Eq. 3): hard (straight-through) Gumbel-softmax over -dist with temperature
-  ``gumbel_tau`` (default 1), so t^b counts tokens exactly and still has gradients.
+- Token usage (Eq. 3): hard (straight-through) Gumbel-softmax samples over -dist / tau, so
+  t^b counts tokens exactly and still has gradients. ``gumbel_tau`` divides the distances
+  before the unit-scale Gumbel noise is added, so a sample is the nearest code with
+  probability softmax(-dist / tau) (torch's own ``tau`` would only soften the gradient).
+  Default 1, Eq. 3 as written. Note: in the embedded default (SmolLM2, c = 0.1) neighbouring
+  codes lie a few tenths of a geodesic unit apart and the nearest code gets only ~6% of the
+  mass, so the Zipf and context terms see a much flatter usage than the argmin tokens; a
+  smaller tau sharpens it but scales these terms' gradients by 1/tau (tau = 0.1 let the
+  latents drift from the codes in 220 steps).
 - Zipf (Eq. 4): usage summed over the batch, sorted in decreasing order, divided by B x W, and
   compared by Jensen-Shannon divergence (natural log, so in [0, ln 2]) with
   p_i ~ 1 / (i + beta)^alpha, i = 1..U. Logs are clamped at 1e-12 so unused codes get a
@@ -78,14 +85,20 @@ def squared_norm(diff: torch.Tensor) -> torch.Tensor:
 
 def token_usage(neg_distances: torch.Tensor, tau: float) -> torch.Tensor:
     """t^b of Eq. 3: per sequence, how often each code is used, through hard Gumbel-softmax
-    samples over -dist ([B, W, U] -> [B, U])."""
-    return F.gumbel_softmax(neg_distances, tau=tau, hard=True, dim=-1).sum(1)
+    samples over -dist / tau ([B, W, U] -> [B, U])."""
+    return F.gumbel_softmax(neg_distances / tau, hard=True, dim=-1).sum(1)
 
 
 def zipf_distribution(codes: int, alpha: float, beta: float) -> torch.Tensor:
     """D_Zipf of Eq. 2: p_i proportional to 1 / (i + beta)^alpha for ranks i = 1..U."""
     weights = (torch.arange(1, codes + 1, dtype=torch.float64) + beta) ** -alpha
     return (weights / weights.sum()).float()
+
+
+def perplexity(counts: torch.Tensor) -> float:
+    """exp(entropy) of a code histogram: how many codes are in effective use."""
+    p = counts.double()[counts > 0] / counts.sum()
+    return float(torch.exp(-(p * p.log()).sum()))
 
 
 def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

@@ -40,8 +40,8 @@ from tqdm import tqdm
 from actionlm.data.tensors import iter_split_tensors
 from actionlm.io import atomic_path, with_metadata, write_json, write_parquet
 from actionlm.models.vqvae import load_vqvae
-from actionlm.models.vqvae_losses import LossConfig, js_divergence, zipf_distribution
-from actionlm.train.common import autocast, select_device
+from actionlm.models.vqvae_losses import LossConfig, js_divergence, perplexity, zipf_distribution
+from actionlm.train.common import autocast, select_device, set_threads
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -63,11 +63,10 @@ def usage_summary(counts: torch.Tensor, zipf: torch.Tensor) -> dict:
     """Used codes, perplexity and distance from Zipf of one code histogram."""
     total = counts.sum().item()
     frequency = torch.sort(counts.double(), descending=True).values / max(total, 1)
-    nonzero = frequency[frequency > 0]
     return {
         "n_tokens": int(total),
         "used_codes": int((counts > 0).sum()),
-        "perplexity": float(torch.exp(-(nonzero * nonzero.log()).sum())),
+        "perplexity": perplexity(counts),
         "zipf_js": float(js_divergence(frequency.float(), zipf)),
     }
 
@@ -220,7 +219,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--batch-size", type=int, default=256, help="samples per batch")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
 
 
 def run(args: argparse.Namespace) -> None:
+    set_threads(args.threads)
     tokenize_dataset(args.data, args.protocol, args.vqvae, args.out, args.batch_size, args.device)

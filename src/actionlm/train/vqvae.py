@@ -35,7 +35,7 @@ from actionlm.errors import ActionlmError
 from actionlm.io import write_json
 from actionlm.llm.prepare_llm import llm_hidden_size, load_llm_embedding_matrix
 from actionlm.models.vqvae import CODEBOOKS, ActionVQVAE, VQVAEConfig, save_vqvae
-from actionlm.models.vqvae_losses import LossConfig, VQVAELoss
+from actionlm.models.vqvae_losses import LossConfig, VQVAELoss, perplexity
 from actionlm.train.common import (
     Checkpoint,
     CheckpointStore,
@@ -100,13 +100,12 @@ class EpochTally:
         self.counts = [a + b for a, b in zip(self.counts, hist)]
 
     def row(self, epoch: int, step: int, lr: float, seconds: float) -> dict:
-        hist = torch.tensor(self.counts, dtype=torch.float64)
-        p = hist[hist > 0] / hist.sum()
+        hist = torch.tensor(self.counts)
         return {
             "epoch": epoch,
             "step": step,
             **{k: self.sums[k] / self.n for k in METRICS},
-            "perplexity": float(torch.exp(-(p * p.log()).sum())),
+            "perplexity": perplexity(hist),
             "used_codes": int((hist > 0).sum()),
             "dead_codes_reset": self.resets,
             "lr": lr,
@@ -302,7 +301,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--zipf-beta", type=float, default=2.7)
     g.add_argument("--omega1", type=float, default=0.02, help="commitment weight")
     g.add_argument("--omega2", type=float, default=0.2, help="human-bias weight")
-    g.add_argument("--gumbel-tau", type=float, default=1.0, help="Gumbel-softmax temperature")
+    g.add_argument("--gumbel-tau", type=float, default=1.0,
+                   help="temperature dividing -dist before Gumbel sampling (Eq. 3)")
     g.add_argument("--mmd-rows", type=int, default=2048, help="LLM rows sampled for the MMD")
     g = p.add_argument_group("training")
     g.add_argument("--lr", type=float, default=2e-4)
