@@ -53,5 +53,5 @@ rule tokenize:
     shell:
         "actionlm tokenize --data results/data/{wildcards.dataset} "
         "--protocol {wildcards.protocol} --vqvae {input.model} "
-        "--out results/tokens/{wildcards.dataset}/{wildcards.protocol} {params.args} "
-        "> {log} 2>&1"
+        "--out results/tokens/{wildcards.dataset}/{wildcards.protocol} --threads {threads} "
+        "{params.args} > {log} 2>&1"

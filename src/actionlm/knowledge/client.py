@@ -3,11 +3,11 @@
 Every model call of the pipeline (class descriptions, visual descriptions) goes through
 :class:`LLMClient`, so that paid or slow generations are made once:
 
-- Cache: an answer is stored under ``sha256(endpoint, model, messages, sampling params)`` as
-  one small JSON file ``CACHE_DIR/<hash[:2]>/<hash>.json``, written atomically (temp file +
-  rename, so concurrent writers of the same key are safe). Only answers that passed the
-  request's validator are stored; the API key never is. A rerun with a warm cache makes no
-  request (and needs no key).
+- Cache: an answer is stored under ``sha256(endpoint, model, messages, sampling params, and
+  the provider's extra body fields if any)`` as one small JSON file
+  ``CACHE_DIR/<hash[:2]>/<hash>.json``, written atomically (temp file + rename, so concurrent
+  writers of the same key are safe). Only answers that passed the request's validator are
+  stored; the API key never is. A rerun with a warm cache makes no request (and needs no key).
 - Retries: 429 (waiting the server's ``Retry-After``), 408/409/5xx, timeouts, connection
   resets and malformed responses are resent with exponential backoff. 400/401/403/404/422
   and exhausted quota fail at once: resending cannot help, so nothing else is sent either.
@@ -35,20 +35,23 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import openai
 from tqdm import tqdm
 
 from actionlm.errors import ActionlmError
 from actionlm.io import write_json
+
+if TYPE_CHECKING:  # imported where requests are sent: a rerun from the cache never loads it
+    import openai
 
 log = logging.getLogger(__name__)
 
 ENDPOINT = "chat.completions"
 NO_KEY = "no-key"  # what the openai client sends to a server without authentication
 CACHE_FORMAT = 1
-# A Retry-After beyond this is a broken server, not a rate limit worth waiting for.
+# Retry-After is honoured up to this; a longer one is a broken server, not a rate limit.
 MAX_RETRY_AFTER_S = 300.0
 # Statuses where resending the same request can succeed (OpenAI's own client agrees).
 RETRYABLE_STATUS = frozenset({408, 409, 429})
@@ -318,6 +321,8 @@ class LLMClient:
         return Answer(request_hash, entry["text"], value, from_cache=True)
 
     async def _send_all(self, requests, indices, answers, key: str, bar) -> None:
+        import openai
+
         slots = asyncio.Semaphore(self.concurrency)
         stop = asyncio.Event()  # set by a fatal error: requests still waiting are not sent
         api = openai.AsyncOpenAI(api_key=key, base_url=self.provider.base_url,
@@ -407,6 +412,8 @@ class LLMClient:
                        key: str) -> tuple[str, str]:
         """One HTTP request; returns the answer text and finish_reason, or raises _Retry or
         _Fatal."""
+        import openai
+
         try:
             completion = await api.chat.completions.create(
                 model=self.provider.model, messages=list(request.messages),

@@ -343,7 +343,7 @@ def _norm(name: str) -> str:
 def read_class_list(path: str | os.PathLike) -> list[tuple[int, str, int | None]]:
     """(label, class_name, native_id) of a dataset's classes.parquet."""
     try:
-        table = pq.read_table(path)
+        table = pq.ParquetFile(path).read()
     except FileNotFoundError:
         raise ActionlmError(f"{path}: no such file") from None
     except (OSError, pa.ArrowException) as err:
