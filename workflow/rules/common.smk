@@ -86,8 +86,11 @@ def describe_args(wildcards):
     retries, timeout) is passed as resources, which never trigger a rerun."""
     kn, provider = config["knowledge"], config["knowledge"]["provider"]
     if kn["import_gap"]:
-        return f"--import-gap {shlex.quote(kn['import_gap'])}"
+        missing = " --allow-missing" if kn["import_gap_allow_missing"] else ""
+        return f"--import-gap {shlex.quote(kn['import_gap'])} --gap-match {kn['import_gap_match']}{missing}"
     prompts = f"--prompts {shlex.quote(kn['prompts'])}"
+    if kn["allow_incomplete"]:
+        prompts += " --allow-incomplete"
     if provider["serve_local"]:
         serve_log = f"logs/describe/{wildcards.dataset}.serve.log"
         return f"{prompts} --serve-model-dir {llm_dir()} --serve-log {serve_log}"
