@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from actionlm.data.prepare import prepare
 from actionlm.data.table import sample_joints
 from actionlm.data.tensors import load_split, read_split_assignment
+from actionlm.device import select_device
 from actionlm.models.vqvae import ActionVQVAE, VQVAEConfig, load_vqvae, save_vqvae
-from actionlm.train.common import select_device
 from actionlm.train.tokenize import tokenize_dataset
 
 

@@ -23,8 +23,8 @@ from PIL import Image, UnidentifiedImageError
 
 from actionlm.data.skeleton_layouts import SkeletonLayout, layout_for_joints
 from actionlm.data.table import sample_joints
+from actionlm.device import autocast
 from actionlm.errors import ActionlmError, InputError
-from actionlm.train.common import autocast
 
 log = logging.getLogger(__name__)
 

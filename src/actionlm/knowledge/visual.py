@@ -86,9 +86,9 @@ class FrameOptions:
 
 def select_frames(classes: list[tuple], options: FrameOptions) -> dict[int, list]:
     """The k most mutually dissimilar candidate frames of every (label, class_name, ...)."""
+    from actionlm.device import select_device
     from actionlm.knowledge import frames
     from actionlm.text.encoders import load_open_clip
-    from actionlm.train.common import select_device
 
     if (options.frames_dir is None) == (options.skeletons is None):
         raise ActionlmError("describe-visual: give exactly one of --frames-dir and --skeletons")

@@ -84,8 +84,8 @@ def encode_tables(
     device: str = "auto",
     seed: int = 0,
 ) -> pa.Table:
+    from actionlm.device import select_device
     from actionlm.text.encoders import build_text_encoder, embed_texts
-    from actionlm.train.common import select_device
 
     if batch_size < 1:
         raise ActionlmError(f"batch size must be >= 1, got {batch_size}")

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from actionlm.device import autocast
 from actionlm.errors import ActionlmError
 from actionlm.text import BACKENDS, BUNDLED_MINILM, DEFAULT_MODELS, RANDOM_INIT
-from actionlm.train.common import autocast
 
 log = logging.getLogger(__name__)
 

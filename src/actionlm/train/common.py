@@ -1,4 +1,4 @@
-"""Machinery shared by the training stages: device and autocast choice, seeding, resumable
+"""Machinery shared by the training stages (device choice: actionlm.device): seeding, resumable
 checkpoints and per-epoch curves.
 
 Resumption is exact (a killed run, restarted, ends with the same weights as an uninterrupted
@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import random
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,28 +27,6 @@ from actionlm.io import atomic_path, write_json, write_parquet
 log = logging.getLogger(__name__)
 
 LATEST = "latest.json"
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """``auto`` = the first CUDA device when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ActionlmError(
-            f"--device {name!r} is not a torch device (auto, cpu, cuda, cuda:1)"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ActionlmError(f"--device {name}: CUDA is not available on this machine")
-    return device
-
-
-def autocast(device: torch.device) -> AbstractContextManager:
-    """bfloat16 autocast on CUDA devices that support it; full float32 elsewhere."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def seed_everything(seed: int, device: torch.device) -> None:

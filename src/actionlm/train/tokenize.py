@@ -38,10 +38,11 @@ import torch
 from tqdm import tqdm
 
 from actionlm.data.tensors import iter_split_tensors
+from actionlm.device import autocast, select_device
 from actionlm.io import atomic_path, with_metadata, write_json, write_parquet
 from actionlm.models.vqvae import load_vqvae
 from actionlm.models.vqvae_losses import LossConfig, js_divergence, perplexity, zipf_distribution
-from actionlm.train.common import autocast, select_device, set_threads
+from actionlm.train.common import set_threads
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from actionlm.data.tensors import load_split
+from actionlm.device import autocast, select_device
 from actionlm.errors import ActionlmError
 from actionlm.io import write_json
 from actionlm.llm.prepare_llm import llm_hidden_size, load_llm_embedding_matrix
@@ -39,13 +40,11 @@ from actionlm.models.vqvae_losses import LossConfig, VQVAELoss, perplexity
 from actionlm.train.common import (
     Checkpoint,
     CheckpointStore,
-    autocast,
     epoch_order,
     load_optimizer_state,
     reproducible_execution,
     rng_state,
     seed_everything,
-    select_device,
     set_rng_state,
     set_threads,
     write_curves,
