@@ -303,6 +303,20 @@ class _Take:
         """A key time ``x`` moved by up to ``spread``: no two takes are timed alike."""
         return x + float(self.rng.uniform(-spread, spread))
 
+    def window(self, start: float, rise: tuple[float, float], end: float, end_spread: float,
+               fall: tuple[float, float]) -> tuple[float, float, float, float]:
+        """Key times (fractions of the take) of a hold: ramp up from ``start`` over a ``rise``
+        draw, hold, ramp down over a ``fall`` draw to ``end``; jittered, drawn in a fixed order."""
+        t1 = self.jit(start)
+        t2 = t1 + self.rng.uniform(*rise)
+        t4 = self.jit(end, end_spread)
+        return t1, t2, t4 - self.rng.uniform(*fall), t4
+
+
+def _progress(u: np.ndarray, start: float, end: float) -> np.ndarray:
+    """0 before ``start``, 1 after ``end``, linear between: the phase of a repeated movement."""
+    return np.clip((u - start) / (end - start), 0, 1)
+
 
 def _base(sub: _Subject, take: _Take, wander: bool = True) -> _Motion:
     """Relaxed standing: the subject's posture, breathing and weight-shift sway, and (``wander``)
@@ -394,10 +408,7 @@ def _pickup(sub: _Subject, k: _Take) -> list[_Motion]:
 def _drink(sub: _Subject, k: _Take) -> list[_Motion]:
     """A1: bring a cup to the mouth, tip the head back, lower it."""
     m, u = _base(sub, k), k.u
-    t1 = k.jit(0.12)
-    t2 = t1 + k.rng.uniform(0.15, 0.25)
-    t4 = k.jit(0.88, 0.05)
-    t3 = t4 - k.rng.uniform(0.15, 0.25)
+    t1, t2, t3, t4 = k.window(0.12, (0.15, 0.25), 0.88, 0.05, (0.15, 0.25))
     lift = _hold(u, t1, t2, t3, t4)
     sip = _hold(u, t2, t2 + 0.08, t3 - 0.08, t3)
     m.ang[:, _HEAD, 0] += k.rng.uniform(8, 25) * sip  # head tips back to drink
@@ -435,13 +446,10 @@ def _bow(sub: _Subject, k: _Take) -> list[_Motion]:
 def _cheer(sub: _Subject, k: _Take) -> list[_Motion]:
     """A22: both arms up in a V, pumping, with a little knee bounce."""
     m, u = _base(sub, k), k.u
-    t1 = k.jit(0.12)
-    t2 = t1 + k.rng.uniform(0.1, 0.2)
-    t4 = k.jit(0.88, 0.05)
-    t3 = t4 - k.rng.uniform(0.1, 0.2)
+    t1, t2, t3, t4 = k.window(0.12, (0.1, 0.2), 0.88, 0.05, (0.1, 0.2))
     env = _hold(u, t1, t2, t3, t4)
     n = k.cycles(t3 - t2, lo=2)
-    pump = 0.5 - 0.5 * np.cos(2 * np.pi * n * np.clip((u - t2) / (t3 - t2), 0, 1))
+    pump = 0.5 - 0.5 * np.cos(2 * np.pi * n * _progress(u, t2, t3))
     raise_, spread = k.rng.uniform(140, 175), k.rng.uniform(30, 75)
     for s in "LR":
         _, sh, el, _ = _ARM[s]
@@ -504,13 +512,10 @@ def _sitting(sub: _Subject, k: _Take, standing_up: bool) -> list[_Motion]:
 def _clap(sub: _Subject, k: _Take) -> list[_Motion]:
     """A10: hands meet repeatedly in front of the chest."""
     m, u = _base(sub, k), k.u
-    t1 = k.jit(0.1)
-    t2 = t1 + k.rng.uniform(0.1, 0.18)
-    t4 = k.jit(0.92, 0.05)
-    t3 = t4 - k.rng.uniform(0.1, 0.18)
+    t1, t2, t3, t4 = k.window(0.1, (0.1, 0.18), 0.92, 0.05, (0.1, 0.18))
     env = _hold(u, t1, t2, t3, t4)
     n = k.cycles(t3 - t2, lo=2)
-    ph = np.clip((u - t2) / (t3 - t2), 0, 1)
+    ph = _progress(u, t2, t3)
     gap = 0.04 + k.rng.uniform(0.2, 0.35) * k.amp * (0.5 + 0.5 * np.cos(2 * np.pi * n * ph))
     height, depth = k.rng.uniform(-0.2, 0.05), k.rng.uniform(0.22, 0.35)
     pos, rot = _body_frame(m)
@@ -524,13 +529,10 @@ def _clap(sub: _Subject, k: _Take) -> list[_Motion]:
 def _wave(sub: _Subject, k: _Take) -> list[_Motion]:
     """A23: hand raised beside the head, swinging side to side."""
     m, u = _base(sub, k), k.u
-    t1 = k.jit(0.1)
-    t2 = t1 + k.rng.uniform(0.1, 0.2)
-    t4 = k.jit(0.9, 0.06)
-    t3 = t4 - k.rng.uniform(0.1, 0.2)
+    t1, t2, t3, t4 = k.window(0.1, (0.1, 0.2), 0.9, 0.06, (0.1, 0.2))
     env = _hold(u, t1, t2, t3, t4)
     n = k.cycles(t3 - t2, lo=2)
-    ph = np.clip((u - t2) / (t3 - t2), 0, 1)
+    ph = _progress(u, t2, t3)
     arm = np.linalg.norm(sub.offsets[[9, 10, 11]], axis=1).sum()
     phase = k.rng.uniform(0, 2 * np.pi)
     side = k.rng.uniform(0.15, 0.35) + 0.15 * k.amp * np.sin(2 * np.pi * n * ph + phase)
@@ -579,7 +581,7 @@ def _hop(sub: _Subject, k: _Take) -> list[_Motion]:
     m.flat_feet["R"] = 1 - env
     m.support = _lean_on(m.support, 1.0, env)
     n = k.cycles(t3 - t2, lo=2)
-    ph = n * np.clip((u - t2) / (t3 - t2), 0, 1)
+    ph = n * _progress(u, t2, t3)
     frac = ph % 1.0
     ground = 0.35
     air = np.clip((frac - ground) / (1 - ground), 0, 1) * (ph < n)
@@ -776,13 +778,10 @@ def _handshake(sub: _Subject, partner: _Subject, k: _Take) -> list[_Motion]:
     """A58: right hands meet midway between the two and shake."""
     u = k.u
     a, b = _pair(sub, partner, k, k.rng.uniform(0.6, 0.75))  # within a bent arm's reach
-    t1 = k.jit(0.12)
-    t2 = t1 + k.rng.uniform(0.15, 0.22)
-    t4 = k.jit(0.88, 0.05)
-    t3 = t4 - k.rng.uniform(0.12, 0.2)
+    t1, t2, t3, t4 = k.window(0.12, (0.15, 0.22), 0.88, 0.05, (0.12, 0.2))
     grip = _hold(u, t1, t2, t3, t4)
     n = k.cycles(t3 - t2, lo=2)
-    ph = np.clip((u - t2) / (t3 - t2), 0, 1)
+    ph = _progress(u, t2, t3)
     shake = np.sin(2 * np.pi * n * ph + k.rng.uniform(0, 2 * np.pi))
     y = 0.6 * (sub.height + partner.height) / 2 + 0.04 * k.amp * shake
     for m, dx in ((a, -0.02), (b, 0.02)):
