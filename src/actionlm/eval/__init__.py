@@ -1,0 +1,1 @@
+"""Evaluation stage: predictions, metrics and confusion matrices of every method."""
