@@ -2,7 +2,9 @@
 the stick-figure renderer and the GCN graph draw the same body.
 
 Bones are (child, parent) pairs, 0-based; the tables below write them 1-based as the
-datasets' documentation does.
+datasets' documentation does. ``parts`` are GAP's six body parts (Fig. 3c) as 0-based joint
+groups; the 2- and 4-part partitions are their unions (``partition``). A new layout is one
+``_layout`` call: names, bones, parts.
 """
 
 from __future__ import annotations
@@ -17,15 +19,38 @@ class SkeletonLayout:
     name: str
     joint_names: tuple[str, ...]
     bones: tuple[tuple[int, int], ...]  # (child, parent), 0-based
+    parts: dict[str, tuple[int, ...]]  # the six body parts of GAP, 0-based joints
 
     @property
     def n_joints(self) -> int:
         return len(self.joint_names)
 
+    def partition(self, n_parts: int) -> dict[str, tuple[int, ...]]:
+        """GAP's partitions (Fig. 3): 1 = the whole body (global), 2 = upper/lower,
+        4 = head / hand+arm / hip / leg+foot, 6 = the six parts. Keys name the description
+        parts whose texts a group's text combines (``+``-joined)."""
+        p = self.parts
+        groups = {
+            1: [("global", range(self.n_joints))],
+            2: [("head+hand+arm", p["head"] + p["hand"] + p["arm"]),
+                ("hip+leg+foot", p["hip"] + p["leg"] + p["foot"])],
+            4: [("head", p["head"]), ("hand+arm", p["hand"] + p["arm"]), ("hip", p["hip"]),
+                ("leg+foot", p["leg"] + p["foot"])],
+            6: [(name, p[name]) for name in BODY_PARTS],
+        }
+        if n_parts not in groups:
+            raise ActionlmError(f"partition into {n_parts} parts: use 1, 2, 4 or 6")
+        return {name: tuple(sorted(set(joints))) for name, joints in groups[n_parts]}
 
-def _layout(name: str, joint_names: tuple[str, ...], bones_1based: list[tuple[int, int]]):
+
+BODY_PARTS = ("head", "hand", "arm", "hip", "leg", "foot")
+
+
+def _layout(name: str, joint_names: tuple[str, ...], bones_1based: list[tuple[int, int]],
+            parts_1based: dict[str, list[int]]) -> SkeletonLayout:
     bones = tuple((child - 1, parent - 1) for child, parent in bones_1based)
-    return SkeletonLayout(name, joint_names, bones)
+    parts = {part: tuple(j - 1 for j in parts_1based[part]) for part in BODY_PARTS}
+    return SkeletonLayout(name, joint_names, bones, parts)
 
 
 # Kinect v2, NTU RGB+D 60/120 (Shahroudy et al. 2016, Fig. 1).
@@ -44,6 +69,10 @@ NTU25 = _layout(
         (10, 9), (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1),
         (18, 17), (19, 18), (20, 19), (22, 23), (23, 8), (24, 25), (25, 12),
     ],
+    # GAP's 4-part groups (head 3,4,21; hand+arm 5-12,22-25; hip 1,2,3,13,17; leg+foot 13-20)
+    # split further at the wrist and the ankle.
+    {"head": [3, 4, 21], "hand": [7, 8, 11, 12, 22, 23, 24, 25], "arm": [5, 6, 9, 10],
+     "hip": [1, 2, 3, 13, 17], "leg": [13, 14, 17, 18], "foot": [15, 16, 19, 20]},
 )
 
 # Kinect v1 (NW-UCLA, Wang et al. 2014): the 20-joint tree rooted at the shoulder centre.
@@ -61,6 +90,8 @@ KINECT_V1_20 = _layout(
         (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17),
         (19, 18), (20, 19),
     ],
+    {"head": [3, 4], "hand": [7, 8, 11, 12], "arm": [5, 6, 9, 10], "hip": [1, 2, 13, 17],
+     "leg": [13, 14, 17, 18], "foot": [15, 16, 19, 20]},
 )
 
 LAYOUTS: dict[str, SkeletonLayout] = {layout.name: layout for layout in (NTU25, KINECT_V1_20)}

@@ -1,0 +1,69 @@
+"""Run a frozen skeleton encoder over every sample of a protocol -> features.parquet
+(actionlm.data.features): SUGAR's per-step features [window / 4, C] for the LLM projector, or
+one pooled feature per sample (CE, GAP) for the report's embedding map.
+
+Clips are the centred test-time crops for every split, so the LLM stage trains and is
+evaluated on the same deterministic features; they are computed once here, not per epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from actionlm.data.clips import load_sequences, make_clips
+from actionlm.data.features import write_features
+from actionlm.device import autocast, select_device
+from actionlm.models.encoder import load_encoder
+from actionlm.train.common import set_threads
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def extract_features(model_path: Path, data_dir: Path, protocol: str, out: Path,
+                     device: torch.device, interval: float = 0.95,
+                     batch_size: int = 256) -> tuple[int, int, int]:
+    """Write the table; return its (samples, steps, width)."""
+    model = load_encoder(model_path, device)
+    store = load_sequences(data_dir, protocol, ("train", "val", "test"), model.cfg.bodies)
+    chunks = []
+    with autocast(device):
+        for start in tqdm(range(0, len(store), batch_size), unit="batch", desc="features"):
+            index = torch.arange(start, min(start + batch_size, len(store)))
+            clips = make_clips(store, index, model.cfg.window, (interval,)).to(device)
+            if model.cfg.method == "sugar":
+                features = model.step_features(clips)
+            else:
+                features = model.joint_features(clips).mean(dim=-1, keepdim=True).transpose(1, 2)
+            chunks.append(features.float().cpu().numpy())
+    features = np.concatenate(chunks)
+    encoder = {**asdict(model.cfg), "weights": str(model_path), "protocol": protocol,
+               "interval": interval}
+    write_features(out, features, store.labels.numpy(), store.sample_ids, store.splits, encoder)
+    log.info("wrote %s: %d samples x %d steps x %d", out, *features.shape)
+    return features.shape
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, required=True, help="an encoder's best.safetensors")
+    p.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
+    p.add_argument("--protocol", required=True, help="split protocol (all its splits)")
+    p.add_argument("--out", type=Path, required=True, help="features.parquet to write")
+    p.add_argument("--test-interval", type=float, default=0.95,
+                   help="centred crop share of each sequence")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+
+
+def run(args: argparse.Namespace) -> None:
+    set_threads(args.threads)
+    extract_features(args.model, args.data, args.protocol, args.out, select_device(args.device),
+                     args.test_interval, args.batch_size)

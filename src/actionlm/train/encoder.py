@@ -1,0 +1,434 @@
+"""Train a skeleton encoder on one protocol's train split -> OUT/best.safetensors,
+OUT/last.safetensors, OUT/config.json, OUT/curves.parquet.
+
+Methods: ``ce`` (cross-entropy baseline), ``gap`` (CE + lambda x GAP's multi-part contrastive
+loss against the class descriptions, Eq. 1 and 6) and ``sugar`` (SUGAR step 2: MIL-NCE
+against several positive texts per skeleton, Eq. 3; CTR-GCN without temporal pooling).
+
+Clips are cut and resized a batch at a time (actionlm.data.clips). SGD with Nesterov momentum,
+linear warm-up then step or cosine decay (per step), gradient-norm clipping, bf16 autocast on
+CUDA. ``best.safetensors`` is the epoch with the best top-1 on the protocol's ``val`` split
+(split with --val-fraction); without a val split it is the last epoch (the test split is
+never looked at). A NaN/inf loss stops the run with the last good checkpoint kept.
+
+Resumable: OUT/checkpoints/ holds the newest checkpoint (every --checkpoint-every steps and at
+each epoch's end); rerunning the same command continues from it and, on CPU, ends with the
+same weights and curves as an uninterrupted run: every batch's clips come from a generator
+seeded by (seed, epoch, batch), and the global RNG (dropout) is checkpointed.
+
+curves.parquet: epoch, step, loss, ce, contrastive (GAP/SUGAR term, 0 for CE), train_top1,
+val_top1 (NaN without a val split), lr (at the epoch's end), seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from actionlm.data.clips import SequenceStore, load_sequences, make_clips
+from actionlm.data.skeleton_layouts import layout_for_joints
+from actionlm.data.tensors import read_split_assignment
+from actionlm.device import autocast, select_device
+from actionlm.errors import ActionlmError
+from actionlm.io import write_json
+from actionlm.models.encoder import (
+    BACKBONES,
+    METHODS,
+    EncoderConfig,
+    SkeletonEncoder,
+    parameter_count,
+    save_encoder,
+)
+from actionlm.models.encoder_losses import MultiPartContrastiveLoss, mil_nce_loss
+from actionlm.text.class_texts import ClassTexts, TextPool
+from actionlm.train.common import (
+    Checkpoint,
+    CheckpointStore,
+    epoch_order,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    set_threads,
+    write_curves,
+)
+
+log = logging.getLogger(__name__)
+
+CURVE_COLUMNS = ["epoch", "step", "loss", "ce", "contrastive", "train_top1", "val_top1", "lr",
+                 "seconds"]
+SUMS = ("loss", "ce", "contrastive", "correct")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 65
+    batch_size: int = 64
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 5
+    schedule: str = "step"  # step (x gamma at each milestone epoch) or cosine
+    milestones: tuple[int, ...] = (35, 55)
+    gamma: float = 0.1
+    clip_grad: float = 10.0  # max gradient norm; 0 = off
+    train_interval: tuple[float, ...] = (0.5, 1.0)
+    test_interval: tuple[float, ...] = (0.95,)
+    rotate: float = 0.0  # max rotation angle (radians) per axis; 0 = off
+    gap_weight: float = 0.8  # lambda of Eq. 1
+    global_text: str = "synonym"  # GAP's global term: synonym or paragraph
+    positives: int = 4  # SUGAR: positive texts per skeleton per step
+    sugar_kinds: tuple[str, ...] = ("part", "paragraph", "visual")
+    temperature: float = 0.1  # SUGAR's tau
+    seed: int = 0
+
+    def validate(self) -> TrainConfig:
+        problems = []
+        if self.epochs < 1 or self.batch_size < 2 or not self.lr > 0:
+            problems.append("need epochs >= 1, batch_size >= 2, lr > 0")
+        if self.schedule not in ("step", "cosine"):
+            problems.append(f"schedule {self.schedule!r} is not step or cosine")
+        intervals = (self.train_interval, self.test_interval)
+        if any(not 0 < p <= 1 for interval in intervals for p in interval) or len(
+                self.train_interval) not in (1, 2) or len(self.test_interval) != 1:
+            problems.append("train_interval is one or two shares in (0, 1], test_interval one")
+        if self.positives < 1 or not self.temperature > 0 or self.gap_weight < 0:
+            problems.append("need positives >= 1, temperature > 0, gap_weight >= 0")
+        if self.global_text not in ("synonym", "paragraph"):
+            problems.append(f"global_text {self.global_text!r} is not synonym or paragraph")
+        if problems:
+            raise ActionlmError("encoder training config: " + "; ".join(problems))
+        return self
+
+    def learning_rate(self, step: int, steps_per_epoch: int) -> float:
+        """Linear warm-up over ``warmup_epochs``, then step decay or cosine to 0."""
+        epoch = step / steps_per_epoch
+        if epoch < self.warmup_epochs:
+            return self.lr * (step + 1) / (self.warmup_epochs * steps_per_epoch)
+        if self.schedule == "cosine":
+            span = max(self.epochs - self.warmup_epochs, 1e-9)
+            return 0.5 * self.lr * (1 + math.cos(math.pi * (epoch - self.warmup_epochs) / span))
+        return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
+
+
+@dataclass
+class Progress:
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches of the current epoch completed
+    step: int = 0
+    sums: dict = field(default_factory=lambda: dict.fromkeys(SUMS, 0.0))
+    seen: int = 0
+    best_val: float = -1.0
+    curves: list[dict] = field(default_factory=list)
+
+
+def class_names(data_dir: Path) -> list[str]:
+    path = data_dir / "classes.parquet"
+    if not path.is_file():
+        raise ActionlmError(f"{path}: no such file (run `actionlm prepare`)")
+    return pq.read_table(path, columns=["class_name"])["class_name"].to_pylist()
+
+
+def batch_generator(seed: int, epoch: int, batch: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 100_003 + batch)
+
+
+class LanguageTargets:
+    """What the contrastive term of a step compares against: per-sample texts of its class."""
+
+    def __init__(self, model: SkeletonEncoder, texts: ClassTexts, cfg: TrainConfig):
+        self.method = model.cfg.method
+        if self.method == "gap":
+            groups = [g for g in model.cfg.part_groups if g != "global"]
+            kind = ("synonym",) if cfg.global_text == "synonym" else ("paragraph",)
+            self.global_pool = texts.pool(kind)
+            self.parts = torch.stack([texts.part_group(g) for g in groups], 1)  # [K, P, D]
+        else:
+            self.pool: TextPool = texts.pool(cfg.sugar_kinds)
+            model.class_text.copy_(self.pool.means())
+        self.positives = cfg.positives
+
+    def draw(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """GAP: [B, 1 + P, D] (a random global text, then the parts); SUGAR: [B, n, D]."""
+        if self.method == "gap":
+            chosen = self.global_pool.sample(labels, 1, generator)
+            return torch.cat([chosen, self.parts[labels.cpu()]], 1)
+        return self.pool.sample(labels, self.positives, generator)
+
+
+class EncoderTraining:
+    def __init__(self, data_dir: Path, protocol: str, out_dir: Path, model_options: dict,
+                 train_cfg: TrainConfig, texts_path: Path | None, device: torch.device):
+        self.out_dir, self.device = out_dir, device
+        self.cfg = train_cfg.validate()
+        seed_everything(train_cfg.seed, device)
+        names = class_names(data_dir)
+        has_val = "val" in set(read_split_assignment(data_dir, protocol).values())
+        store = load_sequences(data_dir, protocol, ("train", "val") if has_val else ("train",),
+                               model_options.get("bodies", 2))
+        self.train = store.subset("train") if has_val else store
+        self.val = store.subset("val") if has_val else None
+        if len(self.train) < 2:
+            raise ActionlmError(f"{data_dir}: protocol {protocol!r} has {len(self.train)} "
+                                "training samples; need at least 2")
+        self.model_cfg = self.encoder_config(model_options, store, names, texts_path, data_dir)
+        self.model = SkeletonEncoder(self.model_cfg)
+        log.info("%s encoder (%s, c=%d): %d parameters, %d train / %d val samples",
+                 self.model_cfg.method, self.model_cfg.backbone, self.model_cfg.base_channels,
+                 parameter_count(self.model), len(self.train), len(self.val or []))
+        self.targets = None
+        self.contrastive = None
+        if self.model_cfg.method != "ce":
+            self.targets = LanguageTargets(self.model, ClassTexts(texts_path, len(names)),
+                                           train_cfg)
+        if self.model_cfg.method == "gap":
+            self.contrastive = MultiPartContrastiveLoss(len(self.model_cfg.part_groups))
+        self.model.to(device)
+        params = list(self.model.parameters())
+        if self.contrastive is not None:
+            self.contrastive.to(device)
+            params += list(self.contrastive.parameters())
+        self.optimizer = torch.optim.SGD(params, lr=train_cfg.lr, momentum=train_cfg.momentum,
+                                         nesterov=True, weight_decay=train_cfg.weight_decay)
+        self.config = {
+            "data": {"data_dir": str(data_dir), "protocol": protocol,
+                     "texts": str(texts_path) if texts_path else None},
+            "model": asdict(self.model_cfg), "train": asdict(train_cfg),
+            "parameters": parameter_count(self.model),
+        }
+        self.store = CheckpointStore(out_dir / "checkpoints", self.config)
+
+    @staticmethod
+    def encoder_config(options: dict, store: SequenceStore, names: list[str],
+                       texts_path: Path | None, data_dir: Path) -> EncoderConfig:
+        """The network for this data; a requested num_class / layout / window must fit it."""
+        layout = layout_for_joints(store.n_joints).name
+        if options.get("layout") not in (None, layout):
+            raise ActionlmError(f"{data_dir}: layout {options['layout']!r} does not fit the "
+                                f"data's {store.n_joints} joints ({layout})")
+        if options.get("num_class") not in (None, len(names)):
+            raise ActionlmError(f"num_class {options['num_class']} does not fit "
+                                f"{data_dir / 'classes.parquet'} ({len(names)} classes)")
+        labels_seen = int(store.labels.max()) + 1
+        if labels_seen > len(names):
+            raise ActionlmError(f"{data_dir}: label {labels_seen - 1} has no class name")
+        window, longest = options.get("window", 64), int(store.lengths.max())
+        if window > longest:
+            raise ActionlmError(f"window {window} is longer than the longest training sequence "
+                                f"({longest} frames): it would only interpolate frames")
+        method = options["method"]
+        text_width = 0
+        if method != "ce":
+            if texts_path is None:
+                raise ActionlmError(f"method {method} needs --texts (text_embeddings.parquet)")
+            text_width = ClassTexts(texts_path, len(names)).width
+        keep = {k: v for k, v in options.items() if k not in ("layout", "num_class")}
+        return EncoderConfig(**{**keep, "layout": layout, "num_class": len(names),
+                                "text_width": text_width}).validate()
+
+    def losses(self, clips: torch.Tensor, labels: torch.Tensor,
+               generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        """Eq. 1 (GAP: CE + lambda L_con^multi), CE alone, or Eq. 3 (SUGAR)."""
+        method = self.model_cfg.method
+        zero = torch.zeros((), device=self.device)
+        if method == "sugar":
+            embedding = self.model.text_embedding(self.model.step_features(clips))
+            texts = self.targets.draw(labels, generator).to(self.device)
+            contrastive = mil_nce_loss(embedding, texts, labels, self.cfg.temperature)
+            logits = self.model.text_similarity(embedding.detach())  # accuracy only
+            return contrastive, {"ce": zero, "contrastive": contrastive, "logits": logits}
+        joints = self.model.joint_features(clips)
+        logits = self.model.classify(joints)
+        ce = F.cross_entropy(logits.float(), labels)
+        if method == "ce":
+            return ce, {"ce": ce, "contrastive": zero, "logits": logits}
+        texts = self.targets.draw(labels, generator).to(self.device)
+        contrastive = self.contrastive(self.model.part_embeddings(joints), texts, labels)
+        return ce + self.cfg.gap_weight * contrastive, {"ce": ce, "contrastive": contrastive,
+                                                        "logits": logits}
+
+    def step(self, index: torch.Tensor, progress: Progress, steps_per_epoch: int) -> float:
+        generator = batch_generator(self.cfg.seed, progress.epoch, progress.batch)
+        clips = make_clips(self.train, index, self.model_cfg.window, self.cfg.train_interval,
+                           self.cfg.rotate, generator).to(self.device)
+        labels = self.train.labels[index].to(self.device)
+        lr = self.cfg.learning_rate(progress.step, steps_per_epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with autocast(self.device):
+            loss, parts = self.losses(clips, labels, generator)
+        if not torch.isfinite(loss):
+            raise ActionlmError(
+                f"loss is {loss.item()} at epoch {progress.epoch + 1}, step {progress.step + 1} "
+                f"(lr {lr:.3g}); the last good checkpoint is kept in {self.store.folder}: "
+                "lower the learning rate or check the data"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
+        self.optimizer.step()
+        n = len(index)
+        progress.sums["loss"] += loss.item() * n
+        progress.sums["ce"] += parts["ce"].item() * n
+        progress.sums["contrastive"] += parts["contrastive"].item() * n
+        progress.sums["correct"] += (parts["logits"].argmax(1) == labels).sum().item()
+        progress.seen += n
+        return loss.item()
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """Top-1 on the val split (test-time centred crop); NaN without a val split."""
+        if self.val is None:
+            return float("nan")
+        return accuracy(self.model, self.val, self.model_cfg.window, self.cfg.test_interval,
+                        self.device)
+
+    def resume(self) -> Progress:
+        checkpoint = self.store.load()
+        if checkpoint is None:
+            return Progress()
+        self.model.load_state_dict(checkpoint.weights)
+        if self.contrastive is not None:
+            self.contrastive.logit_scale.data.copy_(checkpoint.state["logit_scale"])
+        self.optimizer.load_state_dict(checkpoint.state["optimizer"])
+        set_rng_state(checkpoint.state["rng"])
+        return Progress(**checkpoint.progress)
+
+    def save(self, progress: Progress) -> None:
+        state = {"optimizer": self.optimizer.state_dict(), "rng": rng_state()}
+        if self.contrastive is not None:
+            state["logit_scale"] = self.contrastive.logit_scale.detach().cpu()
+        self.store.save(Checkpoint(progress.step, self.model.state_dict(), state,
+                                   asdict(progress)))
+
+    def run(self, checkpoint_every: int) -> list[dict]:
+        write_json(self.config, self.out_dir / "config.json")
+        progress = self.resume()
+        n, batch = len(self.train), self.cfg.batch_size
+        steps_per_epoch = max(n // batch, 1)  # full batches only (BatchNorm, contrastive)
+        for epoch in range(progress.epoch, self.cfg.epochs):
+            started = time.perf_counter()
+            self.model.train()
+            order = epoch_order(n, self.cfg.seed, epoch)
+            bar = tqdm(total=steps_per_epoch, initial=progress.batch, unit="step", leave=False,
+                       desc=f"epoch {epoch + 1}/{self.cfg.epochs}")
+            for b in range(progress.batch, steps_per_epoch):
+                loss = self.step(order[b * batch: (b + 1) * batch], progress, steps_per_epoch)
+                progress.step, progress.batch = progress.step + 1, b + 1
+                bar.update()
+                bar.set_postfix(loss=f"{loss:.4f}")
+                if (checkpoint_every and progress.step % checkpoint_every == 0
+                        and b + 1 < steps_per_epoch):
+                    self.save(progress)
+            bar.close()
+            self.end_epoch(progress, epoch, steps_per_epoch, time.perf_counter() - started)
+        save_encoder(self.model, self.out_dir / "last.safetensors")
+        if self.val is None:
+            save_encoder(self.model, self.out_dir / "best.safetensors")
+        return progress.curves
+
+    def end_epoch(self, progress: Progress, epoch: int, steps_per_epoch: int,
+                  seconds: float) -> None:
+        val_top1 = self.validate()
+        row = {"epoch": epoch + 1, "step": progress.step,
+               **{k: progress.sums[k] / progress.seen for k in ("loss", "ce", "contrastive")},
+               "train_top1": progress.sums["correct"] / progress.seen, "val_top1": val_top1,
+               "lr": self.cfg.learning_rate(progress.step - 1, steps_per_epoch),
+               "seconds": seconds}
+        log.info("epoch %d: %s", epoch + 1, ", ".join(
+            f"{k}={v:.4g}" for k, v in row.items() if k not in ("epoch", "step")))
+        if val_top1 > progress.best_val:  # NaN (no val split) never counts as better
+            progress.best_val = val_top1
+            save_encoder(self.model, self.out_dir / "best.safetensors")
+        progress.curves.append(row)
+        progress.epoch, progress.batch = epoch + 1, 0
+        progress.sums, progress.seen = dict.fromkeys(SUMS, 0.0), 0
+        write_curves(progress.curves, CURVE_COLUMNS, self.out_dir / "curves.parquet")
+        self.save(progress)
+
+
+@torch.no_grad()
+def predict_logits(model: SkeletonEncoder, store: SequenceStore, window: int,
+                   interval: tuple[float, ...], device: torch.device,
+                   batch_size: int = 256) -> torch.Tensor:
+    """[N, K] class logits of every sample of ``store`` (deterministic centred crops)."""
+    model.eval()
+    out = []
+    with autocast(device):
+        for start in range(0, len(store), batch_size):
+            index = torch.arange(start, min(start + batch_size, len(store)))
+            out.append(model(make_clips(store, index, window, interval).to(device)).float().cpu())
+    return torch.cat(out)
+
+
+def accuracy(model: SkeletonEncoder, store: SequenceStore, window: int,
+             interval: tuple[float, ...], device: torch.device) -> float:
+    logits = predict_logits(model, store, window, interval, device)
+    return (logits.argmax(1) == store.labels).float().mean().item()
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", choices=METHODS, required=True)
+    p.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
+    p.add_argument("--protocol", required=True, help="split protocol; trains on its train split")
+    p.add_argument("--texts", type=Path, default=None,
+                   help="text_embeddings.parquet (gap, sugar)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    g = p.add_argument_group("network")
+    g.add_argument("--backbone", choices=sorted(BACKBONES), default="ctrgcn")
+    g.add_argument("--base-channels", type=int, default=64, help="width c of the first blocks")
+    g.add_argument("--window", type=int, default=64, help="frames per clip (multiple of 4)")
+    g.add_argument("--bodies", type=int, default=2)
+    g.add_argument("--dropout", type=float, default=0.0)
+    g.add_argument("--parts", type=int, choices=(1, 2, 4, 6), default=4,
+                   help="GAP partition: 1 = global term only, 2, 4 or 6 parts (+ global)")
+    g.add_argument("--num-class", type=int, default=None,
+                   help="expected number of classes (checked against classes.parquet)")
+    g.add_argument("--layout", default=None,
+                   help="expected skeleton layout (checked against the data's joints)")
+    defaults = TrainConfig()
+    g = p.add_argument_group("training")
+    for name in ("epochs", "batch_size", "warmup_epochs", "positives", "seed"):
+        g.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+    for name in ("lr", "momentum", "weight_decay", "gamma", "clip_grad", "rotate",
+                 "gap_weight", "temperature"):
+        g.add_argument(f"--{name.replace('_', '-')}", type=float,
+                       default=getattr(defaults, name))
+    g.add_argument("--schedule", choices=("step", "cosine"), default=defaults.schedule)
+    g.add_argument("--milestones", type=int, nargs="*", default=list(defaults.milestones))
+    g.add_argument("--train-interval", type=float, nargs="+",
+                   default=list(defaults.train_interval),
+                   help="crop share: one value (fixed) or two (uniform range)")
+    g.add_argument("--test-interval", type=float, nargs=1, default=list(defaults.test_interval))
+    g.add_argument("--global-text", choices=("synonym", "paragraph"), default="synonym")
+    g.add_argument("--sugar-kinds", nargs="+", default=list(defaults.sugar_kinds),
+                   help="description kinds that are SUGAR's positive texts")
+    g.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:N")
+    g.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    g.add_argument("--checkpoint-every", type=int, default=200,
+                   help="steps between mid-epoch checkpoints (0 = at epoch ends only)")
+
+
+def run(args: argparse.Namespace) -> None:
+    set_threads(args.threads)
+    model_options = {k: getattr(args, k) for k in (
+        "method", "backbone", "base_channels", "window", "bodies", "dropout", "parts",
+        "num_class", "layout")}
+    train_cfg = TrainConfig(**{
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
+    training = EncoderTraining(args.data, args.protocol, args.out, model_options, train_cfg,
+                               args.texts, select_device(args.device))
+    curves = training.run(args.checkpoint_every)
+    last = curves[-1]
+    log.info("trained %d epochs: loss %.4f, train top-1 %.3f, val top-1 %.3f -> %s",
+             last["epoch"], last["loss"], last["train_top1"], last["val_top1"], args.out)

@@ -1,0 +1,349 @@
+"""Skeleton encoders: graphs, CTR-GCN / ST-GCN, batched clips (equal to CTR-GCN's per-sample
+crop-and-resize), GAP's and SUGAR's losses, the train-encoder stage (three methods, resume
+after kill -9, bad input), evaluate and extract-features, on a small synthetic dataset, CPU."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from actionlm.data.clips import load_sequences, make_clips
+from actionlm.data.features import read_features
+from actionlm.data.prepare import prepare
+from actionlm.data.skeleton_layouts import KINECT_V1_20, NTU25
+from actionlm.errors import ActionlmError
+from actionlm.eval.evaluate import evaluate_encoder
+from actionlm.eval.features import extract_features
+from actionlm.io import with_metadata, write_parquet
+from actionlm.models.encoder import EncoderConfig, SkeletonEncoder, load_encoder, parameter_count
+from actionlm.models.encoder_losses import MultiPartContrastiveLoss, mil_nce_loss
+from actionlm.models.graph import spatial_adjacency
+from actionlm.text.encode import EMBEDDING_SCHEMA
+from actionlm.train.encoder import EncoderTraining, TrainConfig
+
+TEXT_WIDTH = 12
+TINY = {"base_channels": 8, "window": 16, "bodies": 2}
+FAST = TrainConfig(epochs=2, batch_size=16, lr=0.05, warmup_epochs=1, schedule="cosine", seed=1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread_and_restored_determinism():
+    """One torch thread (tiny models on a shared 2-core machine); training switches torch to
+    deterministic kernels process-wide: undo it for the other test files."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """The synthetic NTU-format dataset through the real prepare stage (19 classes, 114 samples),
+    with a val split for checkpoint selection."""
+    out = tmp_path_factory.mktemp("syn") / "data"
+    prepare("synthetic", None, out, dataset=None, protocols=["xview"], workers=1,
+            val_fraction=0.2, synthetic={"n_subjects": 2, "n_replications": 1})
+    return out
+
+
+def text_table(path: Path, classes: range, seed: int = 0) -> Path:
+    """A text_embeddings.parquet with 3 synonyms, a paragraph and the six parts per class."""
+    rng = np.random.default_rng(seed)
+    rows = [(k, "synonym", None) for k in classes for _ in range(3)]
+    rows += [(k, "paragraph", None) for k in classes]
+    rows += [(k, "part", p) for k in classes for p in ("head", "hand", "arm", "hip", "leg", "foot")]
+    vectors = rng.normal(size=(len(rows), TEXT_WIDTH)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    table = pa.table({
+        "class_id": [r[0] for r in rows], "kind": [r[1] for r in rows],
+        "part": [r[2] for r in rows], "text": [f"text {i}" for i in range(len(rows))],
+        "encoder": ["test"] * len(rows), "embedding": list(vectors),
+    }, schema=with_metadata(EMBEDDING_SCHEMA, width=TEXT_WIDTH, encoder="test"))
+    write_parquet(table, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def texts(data_dir, tmp_path_factory) -> Path:
+    return text_table(tmp_path_factory.mktemp("texts") / "text_embeddings.parquet", range(19))
+
+
+def train(data_dir, out, method, texts=None, train_cfg=FAST, **options):
+    training = EncoderTraining(data_dir, "xview", out, {"method": method, **TINY, **options},
+                               train_cfg, texts, torch.device("cpu"))
+    return training.run(checkpoint_every=0)
+
+
+# --- graph and networks ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", [NTU25, KINECT_V1_20])
+def test_adjacency_has_identity_and_degree_normalised_directed_edges(layout):
+    a = spatial_adjacency(layout)
+    v = layout.n_joints
+    assert a.shape == (3, v, v) and torch.equal(a[0], torch.eye(v))
+    assert int((a[1] > 0).sum()) == len(layout.bones) == int((a[2] > 0).sum())
+    for subset in (a[1], a[2]):
+        sums = subset.sum(dim=0)
+        assert torch.allclose(sums[sums > 0], torch.ones(int((sums > 0).sum())))
+    child, parent = layout.bones[0]
+    assert a[1, parent, child] > 0 and a[2, child, parent] > 0  # inward: child sends to parent
+
+
+def test_ctrgcn_has_the_published_size_and_both_backbones_share_the_interface():
+    """CTR-GCN's paper reports 1.46 M parameters for NTU-60 (c = 64, 60 classes)."""
+    ntu60 = SkeletonEncoder(EncoderConfig(method="ce", layout="ntu25", num_class=60))
+    assert abs(parameter_count(ntu60) - 1.46e6) / 1.46e6 < 0.02
+    x = torch.randn(2, 16, 2, 25, 3)
+    for backbone in ("ctrgcn", "stgcn"):
+        model = SkeletonEncoder(EncoderConfig(method="sugar", layout="ntu25", num_class=5,
+                                              backbone=backbone, text_width=7, **TINY)).eval()
+        assert model.backbone.features(x).shape == (2, 2, 32, 4, 25)
+        assert model.step_features(x).shape == (2, 4, 32)
+        assert model(x).shape == (2, 5)
+
+
+def test_sugar_variant_drops_temporal_max_pooling():
+    def pools(method):
+        model = SkeletonEncoder(EncoderConfig(method=method, layout="ntu25", num_class=5,
+                                              text_width=4, **TINY))
+        return sum(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
+
+    assert pools("ce") == 10 and pools("sugar") == 0
+
+
+def test_gap_part_embeddings_pool_exactly_their_joint_groups():
+    model = SkeletonEncoder(EncoderConfig(method="gap", layout="ntu25", num_class=5, parts=4,
+                                          text_width=6, **TINY))
+    groups = model.cfg.part_groups
+    assert list(groups) == ["global", "head", "hand+arm", "hip", "leg+foot"]
+    features = torch.zeros(1, 32, 25)
+    features[0, :, 20] = 1.0  # only joint 21 (spine at the shoulders, a head joint) is active
+    out = model.part_embeddings(features)
+    biases = torch.stack([h.bias for h in model.part_heads])
+    moved = (out[0] - biases).abs().sum(-1) > 1e-6
+    assert moved.tolist() == [True, True, False, False, False]
+
+
+# --- batched clips -----------------------------------------------------------------------------
+
+
+def test_test_clips_equal_ctrgcn_per_sample_crop_and_bilinear_resize(data_dir):
+    store = load_sequences(data_dir, "xview", ("test",))
+    clips = make_clips(store, torch.arange(len(store)), 20, (0.95,))
+    for i in range(len(store)):
+        n = int(store.lengths[i])
+        sample = store.frames[store.starts[i]: store.starts[i] + n]  # [T, M, V, C]
+        bias = int((1 - 0.95) * n / 2)
+        crop = sample[bias: n - bias].permute(1, 2, 3, 0).reshape(1, 1, -1, n - 2 * bias)
+        resized = F.interpolate(crop, size=(crop.shape[2], 20), mode="bilinear",
+                                align_corners=False)
+        expected = resized.reshape(*sample.shape[1:], 20).permute(3, 0, 1, 2)
+        assert torch.allclose(clips[i], expected, atol=1e-5)
+
+
+def test_training_clips_are_reproducible_in_range_and_rotation_keeps_bone_lengths(data_dir):
+    store = load_sequences(data_dir, "xview", ("train",))
+    index = torch.arange(len(store))
+
+    def clips(seed, rotate=0.0):
+        return make_clips(store, index, 16, (0.5, 1.0), rotate, torch.Generator().manual_seed(seed))
+
+    assert torch.equal(clips(3), clips(3)) and not torch.equal(clips(3), clips(4))
+    rotated = clips(3, rotate=0.5)
+    assert not torch.allclose(rotated, clips(3))
+    child, parent = zip(*NTU25.bones)
+    bones = lambda x: (x[..., child, :] - x[..., parent, :]).norm(dim=-1)  # noqa: E731
+    assert torch.allclose(bones(rotated), bones(clips(3)), atol=1e-4)
+    # crops stay inside each sample: no clip frame is an all-zero padding frame
+    assert clips(5)[:, :, 0].abs().amax(dim=(2, 3)).gt(0).all()
+
+
+# --- losses ------------------------------------------------------------------------------------
+
+
+def test_multipart_loss_prefers_aligned_texts_and_is_symmetric_kl():
+    torch.manual_seed(0)
+    labels = torch.tensor([0, 0, 1, 2])
+    skeleton = torch.randn(4, 3, 8)
+    loss = MultiPartContrastiveLoss(3)
+    aligned, shuffled = loss(skeleton, skeleton, labels), loss(skeleton, torch.randn(4, 3, 8), labels)
+    assert aligned < shuffled
+    # one term by hand: KL(y || softmax(scale * cos)) averaged over rows, both directions
+    s, t = F.normalize(skeleton[:, 0], dim=-1), F.normalize(skeleton[:, 0] * 2, dim=-1)
+    y = (labels[:, None] == labels[None]).float()
+    y = y / y.sum(1, keepdim=True)
+    logits = s @ t.T / 0.07
+
+    def kl(lg):
+        p = F.log_softmax(lg, 1)
+        return (torch.where(y > 0, y * (y.clamp_min(1e-12).log() - p), 0)).sum(1).mean()
+
+    single = MultiPartContrastiveLoss(1)
+    assert torch.allclose(single(skeleton[:, :1], skeleton[:, :1] * 2, labels),
+                          0.5 * (kl(logits) + kl(logits.T)), atol=1e-5)
+
+
+def test_mil_nce_is_eq3():
+    torch.manual_seed(0)
+    labels = torch.tensor([0, 1, 0, 2])
+    s, t = torch.randn(4, 6), torch.randn(4, 3, 6)
+    sn, tn = F.normalize(s, dim=-1), F.normalize(t, dim=-1)
+    total = 0.0
+    for i in range(4):
+        pos = sum(math.exp(sn[i] @ tn[j, n] / 0.1) for j in range(4) for n in range(3)
+                  if labels[j] == labels[i])
+        alls = sum(math.exp(sn[i] @ tn[k, n] / 0.1) for k in range(4) for n in range(3))
+        total += -math.log(pos / alls)
+    assert mil_nce_loss(s, t, labels, 0.1).item() == pytest.approx(total / 4, rel=1e-4)
+
+
+# --- training, evaluation, features -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["ce", "gap", "sugar"])
+def test_each_method_trains_writes_its_outputs_and_evaluates(method, data_dir, texts, tmp_path):
+    out = tmp_path / method
+    curves = train(data_dir, out, method, None if method == "ce" else texts)
+    assert len(curves) == 2 and all(math.isfinite(r["loss"]) for r in curves)
+    table = pd.read_parquet(out / "curves.parquet")
+    assert table.epoch.tolist() == [1, 2] and table.val_top1.notna().all()
+    assert (table.contrastive > 0).all() == (method != "ce")
+    model = load_encoder(out / "best.safetensors")
+    assert model.cfg.method == method and model.cfg.num_class == 19
+    assert json.loads((out / "config.json").read_text())["model"]["method"] == method
+    features = extract_features(out / "best.safetensors", data_dir, "xview",
+                                tmp_path / "features.parquet", torch.device("cpu"))
+    table = read_features(tmp_path / "features.parquet")
+    splits = pq.read_table(data_dir / "splits" / "xview.parquet").to_pandas()
+    assert sorted(table.sample_ids) == sorted(splits.sample_id)
+    assert features[1:] == ((TINY["window"] // 4, 32) if method == "sugar" else (1, 32))
+    if method != "sugar":
+        metrics = evaluate_encoder(out / "best.safetensors", data_dir, "xview", tmp_path / "eval",
+                                   torch.device("cpu"), 0.95, 64)
+        predictions = pd.read_parquet(tmp_path / "eval" / "predictions.parquet")
+        assert len(predictions) == metrics["n"] == (splits.split == "test").sum()
+        assert metrics["top1"] == pytest.approx(predictions.correct.mean())
+        assert np.asarray(metrics["confusion"]).sum() == metrics["n"]
+        assert (tmp_path / "eval" / "confusion.png").stat().st_size > 0
+
+
+def test_best_checkpoint_is_the_best_val_epoch(data_dir, tmp_path):
+    curves = train(data_dir, tmp_path, "ce", train_cfg=TrainConfig(
+        epochs=4, batch_size=16, lr=0.05, warmup_epochs=0, seed=2))
+    best_epoch = int(np.argmax([r["val_top1"] for r in curves]))
+    model = load_encoder(tmp_path / "best.safetensors")
+    store = load_sequences(data_dir, "xview", ("val",))
+    from actionlm.train.encoder import accuracy
+
+    assert accuracy(model, store, 16, (0.95,), torch.device("cpu")) == pytest.approx(
+        curves[best_epoch]["val_top1"])
+
+
+def _train_cli(data_dir, texts, out: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "actionlm.cli", "train-encoder", "--method", "gap", "--data",
+         str(data_dir), "--protocol", "xview", "--texts", str(texts), "--out", str(out),
+         "--base-channels", "8", "--window", "16", "--epochs", "3", "--batch-size", "16",
+         "--warmup-epochs", "1", "--lr", "0.05", "--seed", "1", "--dropout", "0.3",
+         "--rotate", "0.2", "--checkpoint-every", "1", "--threads", "1", "--device", "cpu"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_resume_after_kill_gives_the_uninterrupted_result(data_dir, texts, tmp_path):
+    killed = _train_cli(data_dir, texts, tmp_path / "killed")
+    latest = tmp_path / "killed" / "checkpoints" / "latest.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and killed.poll() is None:
+        if latest.exists() and json.loads(latest.read_text())["step"] >= 5:
+            killed.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    assert killed.wait(60) == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (tmp_path / "killed" / "last.safetensors").exists()
+    assert _train_cli(data_dir, texts, tmp_path / "killed").wait(120) == 0
+    assert _train_cli(data_dir, texts, tmp_path / "straight").wait(120) == 0
+    straight = load_file(tmp_path / "straight" / "last.safetensors")
+    resumed = load_file(tmp_path / "killed" / "last.safetensors")
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    curves = [pd.read_parquet(tmp_path / run / "curves.parquet").drop(columns="seconds")
+              for run in ("straight", "killed")]
+    pd.testing.assert_frame_equal(*curves)
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"num_class": 60}, "num_class 60 does not fit"),
+    ({"layout": "kinect_v1_20"}, "does not fit the data's 25 joints"),
+    ({"window": 4096}, "longer than the longest training sequence"),
+    ({"window": 18}, "not a positive multiple of 4"),
+])
+def test_config_that_does_not_fit_the_data_is_refused(options, message, data_dir, tmp_path):
+    with pytest.raises(ActionlmError, match=message):
+        train(data_dir, tmp_path, "ce", **options)
+
+
+def test_empty_split_is_refused(data_dir, tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name in ("skeletons.parquet", "classes.parquet"):
+        (folder / name).symlink_to(data_dir / name)
+    (folder / "splits").mkdir()
+    splits = pq.read_table(data_dir / "splits" / "xview.parquet").to_pandas()
+    splits["split"] = "test"
+    splits.to_parquet(folder / "splits" / "xview.parquet")
+    with pytest.raises(ActionlmError, match="no samples in split"):
+        train(folder, tmp_path / "out", "ce")
+
+
+def test_text_table_missing_classes_is_refused(data_dir, tmp_path):
+    partial = text_table(tmp_path / "partial.parquet", range(17))
+    with pytest.raises(ActionlmError, match=r"no synonym text for class\(es\) \[17, 18\]"):
+        train(data_dir, tmp_path / "out", "gap", partial)
+
+
+def test_checkpoint_of_another_architecture_is_refused(data_dir, tmp_path):
+    train(data_dir, tmp_path / "ce", "ce", train_cfg=TrainConfig(epochs=1, batch_size=16))
+    weights = tmp_path / "ce" / "best.safetensors"
+    other = SkeletonEncoder(EncoderConfig(method="ce", layout="ntu25", num_class=19,
+                                          **{**TINY, "base_channels": 12}))
+    from actionlm.models.encoder import load_weights
+
+    with pytest.raises(ActionlmError, match="another architecture.*shape differs"):
+        load_weights(other, load_file(weights), str(weights))
+    save_file({"codebook.weight": torch.zeros(4, 4)}, tmp_path / "vqvae.safetensors")
+    with pytest.raises(ActionlmError, match="no encoder config"):
+        load_encoder(tmp_path / "vqvae.safetensors")
+    with pytest.raises(ActionlmError, match="not a readable safetensors file"):
+        load_encoder(data_dir / "skeletons.parquet")
+
+
+def test_nan_loss_stops_with_the_last_good_checkpoint_kept(data_dir, tmp_path):
+    train(data_dir, tmp_path, "ce", train_cfg=TrainConfig(epochs=1, batch_size=16, seed=1))
+    before = (tmp_path / "checkpoints" / "latest.json").read_text()
+    exploding = TrainConfig(epochs=3, batch_size=16, lr=1e30, warmup_epochs=0, clip_grad=0,
+                            seed=1)
+    with pytest.raises(ActionlmError, match="loss is (nan|inf).*last good checkpoint is kept"):
+        train(data_dir, tmp_path, "ce", train_cfg=exploding)
+    latest = json.loads((tmp_path / "checkpoints" / "latest.json").read_text())
+    assert latest["config"]["train"]["lr"] == 1e30 or latest == json.loads(before)
+    assert all(torch.isfinite(v).all() for v in load_file(
+        tmp_path / "checkpoints" / latest["weights"]).values() if v.is_floating_point())
