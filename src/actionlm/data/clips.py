@@ -161,11 +161,14 @@ def make_clips(store: SequenceStore, index: torch.Tensor, window: int,
                 - 0.5).clamp(min=0)
     lower = position.floor().long()
     upper = torch.minimum(lower + 1, crop[:, None] - 1)
-    weight = (position - lower).float()[..., None, None, None]
     base = (store.starts[index] + start)[:, None]
-    lo, hi = store.frames[base + lower], store.frames[base + upper]
-    clips = lo + (hi - lo) * weight
-    if rotate > 0:
-        clips = torch.einsum("btmvc,bdc->btmvd", clips,
-                             rotation_matrices(len(index), rotate, generator))
+    rows = store.frames.view(len(store.frames), -1)
+    lo = rows.index_select(0, (base + lower).flatten())
+    hi = rows.index_select(0, (base + upper).flatten())
+    weight = (position - lower).float().flatten()[:, None]
+    clips = torch.lerp(lo, hi, weight).view(len(index), window, *store.frames.shape[1:])
+    if rotate > 0:  # x R^T as three broadcast multiply-adds (a k=3 bmm is ~2x slower)
+        columns = rotation_matrices(len(index), rotate, generator).transpose(1, 2)[:, None]
+        points = clips.view(len(index), -1, 3)
+        clips = sum(points[..., c: c + 1] * columns[:, :, c] for c in range(3)).view_as(clips)
     return clips
