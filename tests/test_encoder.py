@@ -347,3 +347,31 @@ def test_nan_loss_stops_with_the_last_good_checkpoint_kept(data_dir, tmp_path):
     assert latest["config"]["train"]["lr"] == 1e30 or latest == json.loads(before)
     assert all(torch.isfinite(v).all() for v in load_file(
         tmp_path / "checkpoints" / latest["weights"]).values() if v.is_floating_point())
+
+
+# --- text encoder fine-tuning --------------------------------------------------------------
+
+
+def test_gap_fine_tunes_the_bundled_text_encoder_that_made_the_table(data_dir, texts, tmp_path):
+    """``text_tuning: finetune`` trains the text encoder (MiniLM here) with the GCN; the text
+    table must come from that same encoder."""
+    from actionlm.text.encode import encode_tables
+
+    frame = pd.read_parquet(texts).drop(columns=["encoder", "embedding"])
+    frame["text"] = [f"{kind} {part or ''} of action {k}" for k, kind, part in
+                     zip(frame.class_id, frame.kind, frame.part)]
+    frame.to_parquet(tmp_path / "descriptions.parquet")
+    encode_tables([tmp_path / "descriptions.parquet"], tmp_path / "minilm.parquet", device="cpu")
+    tuned = TrainConfig(epochs=1, batch_size=16, lr=0.05, warmup_epochs=0, seed=1,
+                        text_tuning="finetune", text_lr=1e-3)
+    spec = {"backend": "sentence-transformers", "model": "bundled", "pretrained": "none"}
+    training = EncoderTraining(data_dir, "xview", tmp_path / "out", {"method": "gap", **TINY},
+                               tuned, tmp_path / "minilm.parquet", torch.device("cpu"), spec)
+    before = {k: v.clone() for k, v in training.extras["texts"].state_dict().items()}
+    curves = training.run(checkpoint_every=0)
+    assert math.isfinite(curves[0]["contrastive"])
+    after = training.extras["texts"].state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    with pytest.raises(ActionlmError, match="embedded with 'test'"):
+        EncoderTraining(data_dir, "xview", tmp_path / "other", {"method": "gap", **TINY},
+                        tuned, texts, torch.device("cpu"), spec)

@@ -1,4 +1,6 @@
-"""Per-class pools of text embeddings, the targets of the language-supervised encoders.
+"""Per-class pools of texts, the targets of the language-supervised encoders, and the two ways
+of turning them into vectors: the stored embeddings (a frozen text encoder) or the text
+encoder itself, trained along (GAP fine-tunes its text encoder, Sec. 4.1).
 
 GAP's global term draws one synonym (or the paragraph) of the sample's class per step, and
 each part term uses the class's description of that part; a group of parts (e.g. hand+arm in
@@ -14,29 +16,30 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from actionlm.errors import ActionlmError
 from actionlm.text.encode import load_text_embeddings
+from actionlm.text.encoders import TextEncoder
 
 
 @dataclass
 class TextPool:
-    """Texts per class: ``vectors`` [K, S, D] (rows past ``counts[k]`` are padding)."""
+    """Texts per class as row indices of the table: ``rows`` [K, S] (entries past
+    ``counts[k]`` are padding)."""
 
-    vectors: torch.Tensor
+    rows: torch.Tensor
     counts: torch.Tensor  # int64 [K]
 
     def sample(self, labels: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-        """[B, n, D]: n texts drawn uniformly (with replacement) from each label's pool."""
-        draw = torch.rand(len(labels), n, generator=generator)
-        pick = (draw * self.counts[labels.cpu()][:, None]).long()
-        return self.vectors[labels.cpu()[:, None], pick]
+        """[B, n] rows: n texts drawn uniformly (with replacement) from each label's pool."""
+        labels = labels.cpu()
+        pick = (torch.rand(len(labels), n, generator=generator) * self.counts[labels][:, None])
+        return self.rows[labels[:, None], pick.long()]
 
-    def means(self) -> torch.Tensor:
-        """[K, D]: each class's normalised mean text (its prototype)."""
-        valid = torch.arange(self.vectors.shape[1])[None, :] < self.counts[:, None]
-        mean = (self.vectors * valid[..., None]).sum(1) / self.counts[:, None]
-        return F.normalize(mean, dim=-1)
+    def mask(self) -> torch.Tensor:
+        """[K, S]: which entries of ``rows`` are real."""
+        return torch.arange(self.rows.shape[1])[None, :] < self.counts[:, None]
 
 
 class ClassTexts:
@@ -48,32 +51,61 @@ class ClassTexts:
         self.width = vectors.shape[1]
         self.n_classes = n_classes
         self.rows = rows
+        self.texts: list[str] = rows["text"].tolist()
+        self.encoder_name: str = rows.attrs["encoder"]
         self.vectors = torch.from_numpy(np.array(vectors))
 
     def _select(self, mask: np.ndarray, what: str) -> TextPool:
-        rows = self.rows[mask]
-        missing = sorted(set(range(self.n_classes)) - set(rows["class_id"].tolist()))
+        class_ids = self.rows["class_id"].to_numpy()
+        missing = sorted(set(range(self.n_classes)) - set(class_ids[mask].tolist()))
         if missing:
             raise ActionlmError(
                 f"{self.path}: no {what} text for class(es) {missing[:10]}"
                 f"{'...' if len(missing) > 10 else ''} (re-run describe/encode-text for this "
                 "dataset's classes)"
             )
-        groups = [np.flatnonzero(mask & (self.rows["class_id"].to_numpy() == k))
-                  for k in range(self.n_classes)]
-        most = max(len(g) for g in groups)
-        vectors = torch.zeros(self.n_classes, most, self.width)
+        groups = [np.flatnonzero(mask & (class_ids == k)) for k in range(self.n_classes)]
+        rows = torch.zeros(self.n_classes, max(len(g) for g in groups), dtype=torch.long)
         for k, g in enumerate(groups):
-            vectors[k, : len(g)] = self.vectors[g]
-        return TextPool(vectors, torch.tensor([len(g) for g in groups]))
+            rows[k, : len(g)] = torch.from_numpy(g)
+        return TextPool(rows, torch.tensor([len(g) for g in groups]))
 
     def pool(self, kinds: tuple[str, ...]) -> TextPool:
         """Every text of these kinds (e.g. synonym; or part, paragraph, visual)."""
         return self._select(self.rows["kind"].isin(kinds).to_numpy(), "/".join(kinds))
 
-    def part_group(self, group: str) -> torch.Tensor:
-        """[K, D]: the class's description of a part group such as ``hand+arm`` (the
-        normalised mean of its parts' embeddings)."""
-        parts = group.split("+")
-        mask = (self.rows["kind"] == "part") & self.rows["part"].isin(parts)
-        return self._select(mask.to_numpy(), f"{group} part").means()
+    def part_pool(self, group: str) -> TextPool:
+        """The descriptions of a part group such as ``hand+arm`` (all its parts' texts)."""
+        mask = (self.rows["kind"] == "part") & self.rows["part"].isin(group.split("+"))
+        return self._select(mask.to_numpy(), f"{group} part")
+
+
+class TextVectors(nn.Module):
+    """Rows of the text table -> L2-normalised vectors: looked up (``encoder`` None: frozen)
+    or embedded by the text encoder with gradients (fine-tuning)."""
+
+    def __init__(self, texts: ClassTexts, encoder: TextEncoder | None = None):
+        super().__init__()
+        self.table = texts
+        self.encoder = encoder
+        if encoder is not None:
+            if encoder.name != texts.encoder_name:
+                raise ActionlmError(f"{texts.path}: embedded with {texts.encoder_name!r}, but "
+                                    f"the text encoder to fine-tune is {encoder.name!r}")
+            self.module = encoder.module  # registered: its weights train and checkpoint
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        if self.encoder is None:
+            return F.normalize(self.table.vectors[rows], dim=-1)
+        unique, inverse = torch.unique(rows, return_inverse=True)
+        embedded = self.encoder.embed_trainable([self.table.texts[i] for i in unique.tolist()])
+        return F.normalize(embedded.float(), dim=-1)[inverse.to(embedded.device)]
+
+    def means(self, pool: TextPool, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, D] (or [K, D] without ``labels``): each class's normalised mean text."""
+        rows, mask = pool.rows, pool.mask()
+        if labels is not None:
+            rows, mask = rows[labels.cpu()], mask[labels.cpu()]
+        vectors = self(rows)
+        mask = mask.to(vectors.device)[..., None]
+        return F.normalize((vectors * mask).sum(-2) / mask.sum(-2), dim=-1)

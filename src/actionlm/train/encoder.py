@@ -32,6 +32,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from actionlm.data.clips import SequenceStore, load_sequences, make_clips
@@ -49,7 +50,9 @@ from actionlm.models.encoder import (
     save_encoder,
 )
 from actionlm.models.encoder_losses import MultiPartContrastiveLoss, mil_nce_loss
-from actionlm.text.class_texts import ClassTexts, TextPool
+from actionlm.text import BACKENDS, DEFAULT_CLIP_PRETRAINED
+from actionlm.text.class_texts import ClassTexts, TextVectors
+from actionlm.text.encoders import TextEncoder, build_text_encoder
 from actionlm.train.common import (
     Checkpoint,
     CheckpointStore,
@@ -88,6 +91,8 @@ class TrainConfig:
     positives: int = 4  # SUGAR: positive texts per skeleton per step
     sugar_kinds: tuple[str, ...] = ("part", "paragraph", "visual")
     temperature: float = 0.1  # SUGAR's tau
+    text_tuning: str = "frozen"  # frozen (stored embeddings) or finetune (train the text encoder)
+    text_lr: float = 1e-5  # AdamW learning rate of a fine-tuned text encoder
     seed: int = 0
 
     def validate(self) -> TrainConfig:
@@ -102,6 +107,8 @@ class TrainConfig:
             problems.append("train_interval is one or two shares in (0, 1], test_interval one")
         if self.positives < 1 or not self.temperature > 0 or self.gap_weight < 0:
             problems.append("need positives >= 1, temperature > 0, gap_weight >= 0")
+        if self.text_tuning not in ("frozen", "finetune"):
+            problems.append(f"text_tuning {self.text_tuning!r} is not frozen or finetune")
         if self.global_text not in ("synonym", "paragraph"):
             problems.append(f"global_text {self.global_text!r} is not synonym or paragraph")
         if problems:
@@ -141,32 +148,44 @@ def batch_generator(seed: int, epoch: int, batch: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 100_003 + batch)
 
 
-class LanguageTargets:
-    """What the contrastive term of a step compares against: per-sample texts of its class."""
+class LanguageTargets(nn.Module):
+    """What the contrastive term of a step compares against: per-sample texts of its class,
+    as vectors from the frozen table or from the text encoder being fine-tuned."""
 
-    def __init__(self, model: SkeletonEncoder, texts: ClassTexts, cfg: TrainConfig):
+    def __init__(self, model: SkeletonEncoder, texts: ClassTexts, cfg: TrainConfig,
+                 text_encoder: TextEncoder | None):
+        super().__init__()
         self.method = model.cfg.method
+        self.vectors = TextVectors(texts, text_encoder)
         if self.method == "gap":
-            groups = [g for g in model.cfg.part_groups if g != "global"]
             kind = ("synonym",) if cfg.global_text == "synonym" else ("paragraph",)
             self.global_pool = texts.pool(kind)
-            self.parts = torch.stack([texts.part_group(g) for g in groups], 1)  # [K, P, D]
+            self.part_pools = [texts.part_pool(g) for g in model.cfg.part_groups
+                               if g != "global"]
         else:
-            self.pool: TextPool = texts.pool(cfg.sugar_kinds)
-            model.class_text.copy_(self.pool.means())
+            self.pool = texts.pool(cfg.sugar_kinds)
         self.positives = cfg.positives
 
     def draw(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """GAP: [B, 1 + P, D] (a random global text, then the parts); SUGAR: [B, n, D]."""
         if self.method == "gap":
-            chosen = self.global_pool.sample(labels, 1, generator)
-            return torch.cat([chosen, self.parts[labels.cpu()]], 1)
-        return self.pool.sample(labels, self.positives, generator)
+            chosen = self.vectors(self.global_pool.sample(labels, 1, generator))
+            parts = [self.vectors.means(pool, labels) for pool in self.part_pools]
+            return torch.cat([chosen, torch.stack(parts, 1).to(chosen.device)], 1)
+        return self.vectors(self.pool.sample(labels, self.positives, generator))
+
+    @torch.no_grad()
+    def prototypes(self) -> torch.Tensor:
+        """SUGAR: [K, D], each class's mean positive text (the encoder's class_text)."""
+        return self.vectors.means(self.pool)
 
 
 class EncoderTraining:
     def __init__(self, data_dir: Path, protocol: str, out_dir: Path, model_options: dict,
-                 train_cfg: TrainConfig, texts_path: Path | None, device: torch.device):
+                 train_cfg: TrainConfig, texts_path: Path | None, device: torch.device,
+                 text_encoder: dict | None = None):
+        """``text_encoder``: build_text_encoder's backend/model/pretrained, for
+        ``text_tuning: finetune`` (the encoder that made the text table)."""
         self.out_dir, self.device = out_dir, device
         self.cfg = train_cfg.validate()
         seed_everything(train_cfg.seed, device)
@@ -184,24 +203,35 @@ class EncoderTraining:
         log.info("%s encoder (%s, c=%d): %d parameters, %d train / %d val samples",
                  self.model_cfg.method, self.model_cfg.backbone, self.model_cfg.base_channels,
                  parameter_count(self.model), len(self.train), len(self.val or []))
+        # trained besides the network: GAP's logit scales, a fine-tuned text encoder
+        self.extras = nn.ModuleDict()
         self.targets = None
-        self.contrastive = None
         if self.model_cfg.method != "ce":
+            tuned = None
+            if train_cfg.text_tuning == "finetune":
+                tuned = build_text_encoder(**(text_encoder or {}), device=device)
             self.targets = LanguageTargets(self.model, ClassTexts(texts_path, len(names)),
-                                           train_cfg)
+                                           train_cfg, tuned)
+            if tuned is not None:
+                self.extras["texts"] = self.targets.vectors
+            if self.model_cfg.method == "sugar":
+                self.model.class_text.copy_(self.targets.prototypes())
         if self.model_cfg.method == "gap":
-            self.contrastive = MultiPartContrastiveLoss(len(self.model_cfg.part_groups))
+            self.extras["contrastive"] = MultiPartContrastiveLoss(len(self.model_cfg.part_groups))
         self.model.to(device)
-        params = list(self.model.parameters())
-        if self.contrastive is not None:
-            self.contrastive.to(device)
-            params += list(self.contrastive.parameters())
-        self.optimizer = torch.optim.SGD(params, lr=train_cfg.lr, momentum=train_cfg.momentum,
-                                         nesterov=True, weight_decay=train_cfg.weight_decay)
+        self.extras.to(device)
+        text_params = [p for n, p in self.extras.named_parameters() if n.startswith("texts.")]
+        other = [p for n, p in self.extras.named_parameters() if not n.startswith("texts.")]
+        self.optimizers = [torch.optim.SGD(
+            [*self.model.parameters(), *other], lr=train_cfg.lr, momentum=train_cfg.momentum,
+            nesterov=True, weight_decay=train_cfg.weight_decay)]
+        if text_params:  # a pretrained transformer: a small AdamW step, not SGD at lr 0.1
+            self.optimizers.append(torch.optim.AdamW(text_params, lr=train_cfg.text_lr))
         self.config = {
             "data": {"data_dir": str(data_dir), "protocol": protocol,
                      "texts": str(texts_path) if texts_path else None},
             "model": asdict(self.model_cfg), "train": asdict(train_cfg),
+            "text_encoder": text_encoder if text_params else None,
             "parameters": parameter_count(self.model),
         }
         self.store = CheckpointStore(out_dir / "checkpoints", self.config)
@@ -251,7 +281,8 @@ class EncoderTraining:
         if method == "ce":
             return ce, {"ce": ce, "contrastive": zero, "logits": logits}
         texts = self.targets.draw(labels, generator).to(self.device)
-        contrastive = self.contrastive(self.model.part_embeddings(joints), texts, labels)
+        contrastive = self.extras["contrastive"](self.model.part_embeddings(joints), texts,
+                                                 labels)
         return ce + self.cfg.gap_weight * contrastive, {"ce": ce, "contrastive": contrastive,
                                                         "logits": logits}
 
@@ -261,7 +292,7 @@ class EncoderTraining:
                            self.cfg.rotate, generator).to(self.device)
         labels = self.train.labels[index].to(self.device)
         lr = self.cfg.learning_rate(progress.step, steps_per_epoch)
-        for group in self.optimizer.param_groups:
+        for group in self.optimizers[0].param_groups:
             group["lr"] = lr
         with autocast(self.device):
             loss, parts = self.losses(clips, labels, generator)
@@ -271,11 +302,13 @@ class EncoderTraining:
                 f"(lr {lr:.3g}); the last good checkpoint is kept in {self.store.folder}: "
                 "lower the learning rate or check the data"
             )
-        self.optimizer.zero_grad(set_to_none=True)
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.clip_grad > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
-        self.optimizer.step()
+        for optimizer in self.optimizers:
+            optimizer.step()
         n = len(index)
         progress.sums["loss"] += loss.item() * n
         progress.sums["ce"] += parts["ce"].item() * n
@@ -297,16 +330,15 @@ class EncoderTraining:
         if checkpoint is None:
             return Progress()
         self.model.load_state_dict(checkpoint.weights)
-        if self.contrastive is not None:
-            self.contrastive.logit_scale.data.copy_(checkpoint.state["logit_scale"])
-        self.optimizer.load_state_dict(checkpoint.state["optimizer"])
+        self.extras.load_state_dict(checkpoint.state["extras"])
+        for optimizer, state in zip(self.optimizers, checkpoint.state["optimizers"]):
+            optimizer.load_state_dict(state)
         set_rng_state(checkpoint.state["rng"])
         return Progress(**checkpoint.progress)
 
     def save(self, progress: Progress) -> None:
-        state = {"optimizer": self.optimizer.state_dict(), "rng": rng_state()}
-        if self.contrastive is not None:
-            state["logit_scale"] = self.contrastive.logit_scale.detach().cpu()
+        state = {"optimizers": [o.state_dict() for o in self.optimizers], "rng": rng_state(),
+                 "extras": {k: v.detach().cpu() for k, v in self.extras.state_dict().items()}}
         self.store.save(Checkpoint(progress.step, self.model.state_dict(), state,
                                    asdict(progress)))
 
@@ -400,7 +432,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for name in ("epochs", "batch_size", "warmup_epochs", "positives", "seed"):
         g.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     for name in ("lr", "momentum", "weight_decay", "gamma", "clip_grad", "rotate",
-                 "gap_weight", "temperature"):
+                 "gap_weight", "temperature", "text_lr"):
         g.add_argument(f"--{name.replace('_', '-')}", type=float,
                        default=getattr(defaults, name))
     g.add_argument("--schedule", choices=("step", "cosine"), default=defaults.schedule)
@@ -412,6 +444,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--global-text", choices=("synonym", "paragraph"), default="synonym")
     g.add_argument("--sugar-kinds", nargs="+", default=list(defaults.sugar_kinds),
                    help="description kinds that are SUGAR's positive texts")
+    g = p.add_argument_group("text encoder (GAP, SUGAR)")
+    g.add_argument("--text-tuning", choices=("frozen", "finetune"), default="frozen",
+                   help="frozen: the stored embeddings of --texts; finetune: train the text "
+                   "encoder that made them (AdamW, --text-lr)")
+    g.add_argument("--text-backend", choices=BACKENDS, default="sentence-transformers")
+    g.add_argument("--text-model", default=None, help="as for encode-text (default: bundled)")
+    g.add_argument("--text-pretrained", default=DEFAULT_CLIP_PRETRAINED,
+                   help="open_clip weights, as for encode-text")
     g.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:N")
     g.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     g.add_argument("--checkpoint-every", type=int, default=200,
@@ -426,8 +466,10 @@ def run(args: argparse.Namespace) -> None:
     train_cfg = TrainConfig(**{
         k: tuple(v) if isinstance(v, list) else v
         for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
+    text_encoder = {"backend": args.text_backend, "model": args.text_model,
+                    "pretrained": args.text_pretrained}
     training = EncoderTraining(args.data, args.protocol, args.out, model_options, train_cfg,
-                               args.texts, select_device(args.device))
+                               args.texts, select_device(args.device), text_encoder)
     curves = training.run(args.checkpoint_every)
     last = curves[-1]
     log.info("trained %d epochs: loss %.4f, train top-1 %.3f, val top-1 %.3f -> %s",
