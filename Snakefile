@@ -4,11 +4,19 @@
 configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/llm.smk"
 include: "workflow/rules/knowledge.smk"
 include: "workflow/rules/vqvae.smk"
+include: "workflow/rules/encoders.smk"
+include: "workflow/rules/lora.smk"
+include: "workflow/rules/llm_eval.smk"
+include: "workflow/rules/report.smk"
+include: "workflow/rules/ablations.smk"
 
 
 rule all:

@@ -28,3 +28,47 @@ def smollm2_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("llm") / "smollm2-135m-instruct"
     prepare_llm(DEFAULT_SOURCE, out, "float32")
     return out
+
+
+TINY_LLM_WORDS = (
+    "system user assistant given a sequence of action tokens please predict the corresponding "
+    "action choose one drink water pickup throw sit down stand up head hand arm hip leg foot "
+    "tilts forward reaches lifts bends remains stationary"
+).split()
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(tmp_path_factory):
+    """A factory of tiny random Llama models (2 layers, hidden 64, context 256) with a word-level
+    tokenizer and a ChatML template: the real LLM code paths at a fraction of SmolLM2's cost.
+    ``tiny_llm(seed)`` -> a Hugging Face folder; different seeds give different networks."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    made: dict[int, Path] = {}
+
+    def make(seed: int = 0) -> Path:
+        if seed not in made:
+            folder = tmp_path_factory.mktemp(f"tiny-llm-{seed}")
+            specials = ["<unk>", "<|im_start|>", "<|im_end|>"]
+            vocab = {w: i for i, w in enumerate([*specials, *TINY_LLM_WORDS, ",", ".", ":", ";"])}
+            core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+            core.pre_tokenizer = pre_tokenizers.Whitespace()
+            tokenizer = PreTrainedTokenizerFast(
+                tokenizer_object=core, unk_token="<unk>", bos_token="<|im_start|>",
+                eos_token="<|im_end|>", pad_token="<|im_end|>")
+            tokenizer.chat_template = (
+                "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+                "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+            torch.manual_seed(seed)
+            config = LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128,
+                                 num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                 max_position_embeddings=256, tie_word_embeddings=True,
+                                 bos_token_id=1, eos_token_id=2, pad_token_id=2)
+            LlamaForCausalLM(config).save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+            made[seed] = folder
+        return made[seed]
+
+    return make

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +32,7 @@ from actionlm.models.encoder_losses import MultiPartContrastiveLoss, mil_nce_los
 from actionlm.models.graph import spatial_adjacency
 from actionlm.text.encode import EMBEDDING_SCHEMA
 from actionlm.train.encoder import EncoderTraining, TrainConfig
+from resume import assert_same_run, kill_after_checkpoint
 
 TEXT_WIDTH = 12
 TINY = {"base_channels": 8, "window": 16, "bodies": 2}
@@ -267,24 +266,11 @@ def _train_cli(data_dir, texts, out: Path) -> subprocess.Popen:
 
 def test_resume_after_kill_gives_the_uninterrupted_result(data_dir, texts, tmp_path):
     killed = _train_cli(data_dir, texts, tmp_path / "killed")
-    latest = tmp_path / "killed" / "checkpoints" / "latest.json"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and killed.poll() is None:
-        if latest.exists() and json.loads(latest.read_text())["step"] >= 5:
-            killed.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    assert killed.wait(60) == -signal.SIGKILL, "the run ended before it could be killed"
+    kill_after_checkpoint(killed, tmp_path / "killed" / "checkpoints" / "latest.json", 5)
     assert not (tmp_path / "killed" / "last.safetensors").exists()
     assert _train_cli(data_dir, texts, tmp_path / "killed").wait(120) == 0
     assert _train_cli(data_dir, texts, tmp_path / "straight").wait(120) == 0
-    straight = load_file(tmp_path / "straight" / "last.safetensors")
-    resumed = load_file(tmp_path / "killed" / "last.safetensors")
-    assert straight.keys() == resumed.keys()
-    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
-    curves = [pd.read_parquet(tmp_path / run / "curves.parquet").drop(columns="seconds")
-              for run in ("straight", "killed")]
-    pd.testing.assert_frame_equal(*curves)
+    assert_same_run(tmp_path / "straight", tmp_path / "killed", "last.safetensors")
 
 
 # --- bad input ---------------------------------------------------------------------------------

@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -48,6 +46,7 @@ from actionlm.models.vqvae_losses import (
 from actionlm.train.common import Checkpoint, CheckpointStore
 from actionlm.train.tokenize import SENTENCE_SCHEMA, tokenize_dataset
 from actionlm.train.vqvae import TrainConfig, train_vqvae
+from resume import assert_same_run, kill_after_checkpoint
 
 WIDTH = 16
 TINY = {"window": 32, "codes": 32, "channels": 32, "depth": 1, "curvature": 0.5}
@@ -284,26 +283,13 @@ def _train_cli(data_dir, llm, out):
 @pytest.mark.slow  # two training processes, each importing transformers (~20 s in all)
 def test_resume_after_kill_gives_the_uninterrupted_result(data_dir, fake_llm, tmp_path):
     killed = _train_cli(data_dir, fake_llm, tmp_path / "killed")
-    latest = tmp_path / "killed" / "checkpoints" / "latest.json"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and killed.poll() is None:
-        if latest.exists() and json.loads(latest.read_text())["step"] >= 7:
-            killed.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    assert killed.wait(60) == -signal.SIGKILL, "the run ended before it could be killed"
+    kill_after_checkpoint(killed, tmp_path / "killed" / "checkpoints" / "latest.json", 7)
     assert not (tmp_path / "killed" / "vqvae.safetensors").exists()
     assert _train_cli(data_dir, fake_llm, tmp_path / "killed").wait(120) == 0
 
     train_vqvae(data_dir, "xview", fake_llm, tmp_path / "straight", TINY, SMALL_LOSS, RESUME_RUN,
                 "cpu", checkpoint_every=0)
-    straight = load_file(tmp_path / "straight" / "vqvae.safetensors")
-    resumed = load_file(tmp_path / "killed" / "vqvae.safetensors")
-    assert straight.keys() == resumed.keys()
-    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
-    curves = [pd.read_parquet(tmp_path / run / "curves.parquet").drop(columns="seconds")
-              for run in ("straight", "killed")]
-    pd.testing.assert_frame_equal(*curves)
+    assert_same_run(tmp_path / "straight", tmp_path / "killed", "vqvae.safetensors")
 
 
 def test_checkpoint_of_another_config_is_ignored(tmp_path):

@@ -5,6 +5,7 @@ session, and the VQ-VAE is trained for one short epoch."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -80,6 +81,9 @@ def workdir(tmp_path_factory, shared, smollm2_dir) -> Path:
         "knowledge": {"import_gap": "gap"},
         "vqvae": {"train": {"epochs": 1, "channels": 16, "depth": 1, "codes": 64,
                             "window": 32, "batch_size": 128}},
+        "encoders": {"protocols": ["view2"],
+                     "network": {"base_channels": 4, "window": 16, "bodies": 1},
+                     "train": {"epochs": 1, "batch_size": 64, "warmup_epochs": 0}},
     }
     (work / "overlay.yaml").write_text(yaml.safe_dump(overlay))
     result = snakemake(work, "all")
@@ -113,12 +117,25 @@ def test_all_builds_knowledge_and_action_sentences(workdir):
     assert sentences["tokens"].map(max).max() < 64
 
 
+def test_all_trains_and_evaluates_the_encoders(workdir):
+    for method in ("ce", "gap"):
+        metrics = json.loads((workdir / f"results/eval/nw_ucla/view2/{method}/metrics.json")
+                             .read_text())
+        assert metrics["n"] == 504 and metrics["method"] == method
+        assert 0 <= metrics["top1"] <= metrics["top5"] <= 1
+    features = pd.read_parquet(workdir / "results/features/nw_ucla/view2/sugar/features.parquet")
+    assert len(features) == 1020 and (features["n_steps"] == 4).all()  # window 16 / 4
+    log = (workdir / "logs/train_encoder/nw_ucla/view2/gap.log").read_text()
+    assert "gap encoder (ctrgcn, c=4)" in log
+
+
 def test_rerun_plans_nothing_and_changes_rerun_only_their_stage(workdir):
     assert planned_jobs(snakemake(workdir, "-n", "all")) == {}
     # A split parameter reruns the splits, not prepare.
     changed = planned_jobs(
         snakemake(workdir, "-n", "all", change={"datasets": {"nw_ucla": {"val_fraction": 0.1}}}))
-    assert changed == {"split": 2, "train_vqvae": 2, "tokenize": 2, "all": 1}
+    assert changed == {"split": 2, "train_vqvae": 2, "tokenize": 2, "train_encoder": 3,
+                       "evaluate_encoder": 2, "extract_features": 3, "all": 1}
     # A new protocol adds one split job.
     protocols = ["view2", "unseen3_seed0", "unseen2_seed1"]
     added = planned_jobs(
@@ -127,14 +144,20 @@ def test_rerun_plans_nothing_and_changes_rerun_only_their_stage(workdir):
     # A prepare parameter reruns prepare and everything after it.
     strict = planned_jobs(snakemake(workdir, "-n", "all", change={"prepare": {"strict": True}}))
     assert strict == {"prepare": 1, "split": 2, "describe": 1, "encode_text": 1,
-                      "train_vqvae": 2, "tokenize": 2, "all": 1}
+                      "train_vqvae": 2, "tokenize": 2, "train_encoder": 3,
+                      "evaluate_encoder": 2, "extract_features": 3, "all": 1}
     # A VQ-VAE loss weight reruns train-vqvae and tokenize, nothing before.
     omega = planned_jobs(snakemake(workdir, "-n", "all", change={"vqvae": {"train": {"omega2": 0.5}}}))
     assert omega == {"train_vqvae": 2, "tokenize": 2, "all": 1}
     # The text encoder reruns encode-text only; request plumbing reruns nothing.
     encoder = planned_jobs(snakemake(workdir, "-n", "all", change={
         "knowledge": {"text_encoder": {"batch_size": 7}, "concurrency": 3}}))
-    assert encoder == {"encode_text": 1, "all": 1}
+    assert encoder == {"encode_text": 1, "train_encoder": 2, "evaluate_encoder": 1,
+                       "extract_features": 2, "all": 1}
+    # A GAP-only key reruns the GAP encoder and what reads it, not CE or SUGAR.
+    gap = planned_jobs(snakemake(workdir, "-n", "all", change={
+        "encoders": {"train": {"gap_weight": 0.5}}}))
+    assert gap == {"train_encoder": 1, "evaluate_encoder": 1, "extract_features": 1, "all": 1}
 
 
 def test_invalid_config_names_the_key(workdir):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 
@@ -25,6 +26,14 @@ STAGES: list[tuple[str, str, str]] = [
     ("prepare-llm", "actionlm.llm.prepare_llm", "configured LLM -> local HF folder + manifest"),
     ("train-vqvae", "actionlm.train.vqvae", "LLM-AR VQ-VAE (hyperbolic codebook, human-bias losses) -> vqvae.safetensors"),
     ("tokenize", "actionlm.train.tokenize", "skeletons + VQ-VAE -> action_sentences.parquet, code usage, Zipf plot"),
+    ("lora", "actionlm.llm.lora", "LoRA-tune the frozen LLM as a recognizer (llm_ar: action sentences, sugar: features + TQP)"),
+    ("train-encoder", "actionlm.train.encoder", "GCN skeleton encoder (CE / GAP / SUGAR step 2) -> best.safetensors"),
+    ("evaluate", "actionlm.eval.evaluate", "trained recognizer + test split -> predictions.parquet, metrics.json"),
+    ("extract-features", "actionlm.eval.features", "frozen encoder -> per-sample features.parquet"),
+    ("zeroshot-summary", "actionlm.llm.zeroshot", "metrics.json of each unseen{K}_seed{S} -> mean/std over seeds"),
+    ("report", "actionlm.report.summary", "metrics.json files -> results tables summary.md/.csv (with the papers' numbers)"),
+    ("plot-curves", "actionlm.report.curves", "training curves.parquet of runs -> one figure"),
+    ("plot-embedding", "actionlm.report.embedding", "encoder features.parquet -> 2-D PCA map coloured by class"),
 ]
 
 
@@ -60,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     names = {name for name, _, _ in STAGES}
     args = build_parser(next((a for a in argv if a in names), None)).parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    if not sys.stderr.isatty():  # a rule's log file: a progress line every 30 s, not every step
+        os.environ.setdefault("TQDM_MININTERVAL", "30")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -34,8 +34,14 @@ rule split:
     params:
         val_fraction=lambda wc: dataset_config(wc.dataset)["val_fraction"],
         seed=lambda wc: dataset_config(wc.dataset)["seed"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     log:
         "logs/split/{dataset}/{protocol}.log",
+    benchmark:
+        "results/benchmarks/split/{dataset}/{protocol}.tsv"
     conda:
         "../../envs/actionlm.yaml"
     shell:

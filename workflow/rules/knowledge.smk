@@ -16,6 +16,8 @@ rule describe:
         **request_resources,
     log:
         "logs/describe/{dataset}.log",
+    benchmark:
+        "results/benchmarks/describe/{dataset}.tsv"
     conda:
         "../../envs/actionlm.yaml"
     shell:
@@ -33,12 +35,15 @@ rule describe_visual:
         frames=directory("results/knowledge/{dataset}/visual_frames"),
     params:
         args=visual_args,
+    threads: 2
     resources:
         mem_mb=8000,
         runtime=240,
         **request_resources,
     log:
         "logs/describe_visual/{dataset}.log",
+    benchmark:
+        "results/benchmarks/describe_visual/{dataset}.tsv"
     conda:
         "../../envs/actionlm.yaml"
     shell:
@@ -55,11 +60,14 @@ rule encode_text:
         "results/knowledge/{dataset}/text_embeddings.parquet",
     params:
         args=encode_text_args,
+    threads: 2
     resources:
         mem_mb=8000,
         runtime=60,
     log:
         "logs/encode_text/{dataset}.log",
+    benchmark:
+        "results/benchmarks/encode_text/{dataset}.tsv"
     conda:
         "../../envs/actionlm.yaml"
     shell:

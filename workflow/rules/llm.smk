@@ -8,11 +8,14 @@ rule prepare_llm:
     params:
         source=config["llm"]["source"],
         dtype=config["llm"]["dtype"],
+    threads: 2
     resources:
         mem_mb=8000,
         runtime=60,
     log:
         "logs/prepare_llm/{llm}.log",
+    benchmark:
+        "results/benchmarks/prepare_llm/{llm}.tsv"
     conda:
         "../../envs/actionlm.yaml"
     shell:

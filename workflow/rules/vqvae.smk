@@ -15,8 +15,7 @@ rule train_vqvae:
         args=lambda wc: cli_flags(config["vqvae"]["train"]),
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=240,
+        **gpu_resources(mem_mb=8000, runtime=240),
     log:
         "logs/train_vqvae/{dataset}/{protocol}.log",
     benchmark:
@@ -27,7 +26,7 @@ rule train_vqvae:
         "actionlm train-vqvae --data results/data/{wildcards.dataset} "
         "--protocol {wildcards.protocol} --llm {input.llm} "
         "--out results/models/{wildcards.dataset}/{wildcards.protocol}/vqvae "
-        "--threads {threads} {params.args} > {log} 2>&1"
+        "--device {resources.device} --threads {threads} {params.args} > {log} 2>&1"
 
 
 rule tokenize:
@@ -39,7 +38,12 @@ rule tokenize:
         sentences="results/tokens/{dataset}/{protocol}/action_sentences.parquet",
         usage="results/tokens/{dataset}/{protocol}/codebook_usage.parquet",
         summary="results/tokens/{dataset}/{protocol}/usage.json",
-        plot="results/tokens/{dataset}/{protocol}/token_frequency.png",
+        plot=report(
+            "results/tokens/{dataset}/{protocol}/token_frequency.png",
+            caption="../report/token_frequency.rst",
+            category="Action tokens",
+            labels={"dataset": "{dataset}", "protocol": "{protocol}"},
+        ),
     params:
         args=lambda wc: cli_flags(config["vqvae"]["tokenize"]),
     threads: 2
@@ -48,6 +52,8 @@ rule tokenize:
         runtime=60,
     log:
         "logs/tokenize/{dataset}/{protocol}.log",
+    benchmark:
+        "results/benchmarks/tokenize/{dataset}/{protocol}.tsv"
     conda:
         "../../envs/actionlm.yaml"
     shell:

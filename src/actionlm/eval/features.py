@@ -20,6 +20,7 @@ from tqdm import tqdm
 from actionlm.data.clips import load_sequences, make_clips
 from actionlm.data.features import write_features
 from actionlm.device import autocast, select_device
+from actionlm.eval.evaluate import add_encoder_run_arguments
 from actionlm.models.encoder import load_encoder
 from actionlm.train.common import set_threads
 
@@ -53,14 +54,7 @@ def extract_features(model_path: Path, data_dir: Path, protocol: str, out: Path,
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, required=True, help="an encoder's best.safetensors")
-    p.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
-    p.add_argument("--protocol", required=True, help="split protocol (all its splits)")
-    p.add_argument("--out", type=Path, required=True, help="features.parquet to write")
-    p.add_argument("--test-interval", type=float, default=0.95,
-                   help="centred crop share of each sequence")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:N")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    add_encoder_run_arguments(p, "features.parquet to write (every split of the protocol)")
 
 
 def run(args: argparse.Namespace) -> None:

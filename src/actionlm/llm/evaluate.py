@@ -1,0 +1,252 @@
+"""Evaluation of the LLM recognizers (LLM-AR, SUGAR) on a protocol's test split, closed-set or
+zero-shot, and the linear probe that zero-shot recognition is compared with.
+
+Every test sample is scored against every candidate class at once (actionlm.llm.scoring):
+top-1 and top-5 come from one ranking, never from an unmatched free-form answer.
+
+- Closed set: the candidates are all classes of the dataset, the prompt is the trained one.
+- Zero-shot (``--zero-shot``; LLM-AR Sec. 4.4 "unseen activity classes", SUGAR "Zero-shot"):
+  the candidates are the classes of the test split, listed in the instruction. Under
+  ``unseen{K}_seed{S}`` these are the K classes held out of training; evaluating a recognizer
+  on another prepared dataset (its inputs made with this recognizer's VQ-VAE or encoder) is
+  the cross-dataset protocol.
+- ``linear_probe``: multinomial logistic regression on the same inputs (mean encoder feature,
+  or action-token histogram), trained on the training split. It ranks only the classes it was
+  trained on, so on held-out classes its top-1 is 0 by construction: the limitation of
+  linear-based recognizers that SUGAR's Table 2 shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from actionlm.data.features import read_features
+from actionlm.device import autocast, select_device
+from actionlm.errors import ActionlmError
+from actionlm.eval.metrics import write_evaluation
+from actionlm.io import table_metadata
+from actionlm.llm.scoring import NORMALIZATIONS, generate_answers, score_answers, tokenize_answers
+
+log = logging.getLogger(__name__)
+
+LLM_METHODS = ("llm_ar", "sugar")
+LINEAR_PROBE = "linear_probe"
+METHODS = (*LLM_METHODS, LINEAR_PROBE)
+
+
+@dataclass
+class TestInputs:
+    """One split of an inputs table: action sentences (``tokens``: lists of code ids, ``codes``
+    = U) or encoder features (``features`` [N, n_steps, width])."""
+
+    sample_ids: list[str]
+    labels: np.ndarray
+    tokens: list[list[int]] | None = None
+    codes: int | None = None
+    features: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+    def rows(self, start: int, stop: int):
+        """What Recognizer.prompt_embeddings takes for samples start..stop."""
+        return self.tokens[start:stop] if self.tokens is not None else self.features[start:stop]
+
+
+def read_inputs(path: Path, split: str) -> TestInputs:
+    """The ``split`` rows of action_sentences.parquet (LLM-AR) or features.parquet (SUGAR)."""
+    if not path.is_file():
+        raise ActionlmError(f"{path}: no such inputs table")
+    names = pq.read_schema(path).names
+    if "features" in names:
+        data = read_features(path, (split,))
+        return TestInputs(data.sample_ids, data.labels.numpy(), features=data.features)
+    if "tokens" not in names:
+        raise ActionlmError(f"{path}: neither action sentences (tokens) nor features")
+    table = pq.read_table(path, columns=["sample_id", "split", "label", "tokens"])
+    table = table.filter(pc.equal(table["split"], split))
+    if table.num_rows == 0:
+        raise ActionlmError(f"{path}: no rows in split {split!r}")
+    return TestInputs(table["sample_id"].to_pylist(),
+                      table["label"].to_numpy().astype(np.int64),
+                      tokens=table["tokens"].to_pylist(), codes=table_metadata(table, "codes"))
+
+
+def read_class_names(data_dir: Path) -> list[str]:
+    """Class names in label order from DIR/classes.parquet."""
+    path = data_dir / "classes.parquet"
+    if not path.is_file():
+        raise ActionlmError(f"{path}: no class table (run actionlm prepare)")
+    table = pq.read_table(path, columns=["label", "class_name"]).to_pandas().sort_values("label")
+    if table["label"].tolist() != list(range(len(table))):
+        raise ActionlmError(f"{path}: labels are not 0..{len(table) - 1}")
+    return table["class_name"].tolist()
+
+
+def candidate_classes(labels: np.ndarray, names: list[str], zero_shot: bool
+                      ) -> tuple[list[int], np.ndarray]:
+    """(dataset labels of the candidate classes, each sample's index in that list): all
+    classes, or for zero-shot those the test split holds (the unseen ones)."""
+    bad = sorted({int(x) for x in labels if not 0 <= x < len(names)})
+    if bad:
+        raise ActionlmError(f"labels {bad[:5]} are not in the class table (0..{len(names) - 1})")
+    chosen = sorted({int(x) for x in labels}) if zero_shot else list(range(len(names)))
+    position = {label: i for i, label in enumerate(chosen)}
+    return chosen, np.array([position[int(x)] for x in labels], dtype=np.int64)
+
+
+def evaluate_recognizer(args: argparse.Namespace) -> dict:
+    """Score every test sample against every candidate with a trained recognizer; optionally
+    generate its free-form answer (SUGAR's class + description) into ``generated``."""
+    from actionlm.llm.recognizer import load_recognizer
+
+    device = select_device(args.device)
+    recognizer = load_recognizer(args.model, device, llm_dir=args.llm)
+    if recognizer.spec.method != args.method:
+        raise ActionlmError(
+            f"{args.model}: a {recognizer.spec.method} recognizer, not {args.method}")
+    test = read_inputs(args.inputs, "test")
+    names = read_class_names(args.data)
+    chosen, labels = candidate_classes(test.labels, names, args.zero_shot)
+    candidates = [names[c] for c in chosen]
+    untrained = sorted(set(candidates) - set(recognizer.spec.classes))
+    if untrained and not args.zero_shot:
+        raise ActionlmError(f"{args.model}: never trained on {untrained[:3]} of {args.data}; "
+                            "evaluate unseen classes with --zero-shot")
+    answers = tokenize_answers(recognizer.tokenizer,
+                               [recognizer.answer_text(c) for c in candidates])
+    listed = candidates if args.zero_shot else None
+    scores, generated = [], []
+    with torch.inference_mode(), autocast(device):
+        for start in tqdm(range(0, len(test), args.batch_size), desc="evaluate", unit="batch"):
+            stop = min(start + args.batch_size, len(test))
+            embeds, mask = recognizer.prompt_embeddings(test.rows(start, stop), listed)
+            scores.append(score_answers(recognizer.model, embeds, mask, answers,
+                                        normalize=args.normalize,
+                                        row_names=test.sample_ids[start:stop]).cpu())
+            if args.describe_tokens:
+                generated += generate_answers(recognizer.model, recognizer.tokenizer, embeds,
+                                              mask, args.describe_tokens)
+    metadata = {"method": args.method, "protocol": args.protocol, "model": str(args.model),
+                "inputs": str(args.inputs), "zero_shot": args.zero_shot,
+                "normalize": args.normalize}
+    return _write(args, torch.cat(scores).numpy(), labels, test.sample_ids, candidates,
+                  {"generated": generated} if args.describe_tokens else None, metadata)
+
+
+def probe_inputs(data: TestInputs, codes: int | None) -> torch.Tensor:
+    """[N, D] probe features: the time-averaged encoder feature, or the action sentence's
+    histogram over the U codes (an order-free bag of tokens)."""
+    if data.features is not None:
+        return data.features.mean(1)
+    hist = torch.zeros(len(data), codes)
+    for i, tokens in enumerate(data.tokens):
+        row = torch.as_tensor(tokens, dtype=torch.long)
+        hist[i].index_add_(0, row, torch.full((len(row),), 1.0 / max(1, len(row))))
+    return hist
+
+
+def fit_linear_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int,
+                     weight_decay: float = 1e-3) -> torch.nn.Linear:
+    """Multinomial logistic regression (standardised inputs folded into the layer), fitted
+    full-batch with L-BFGS: the convex optimum, deterministic."""
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    layer = torch.nn.Linear(x.shape[1], n_classes)
+    torch.nn.init.zeros_(layer.weight)
+    torch.nn.init.zeros_(layer.bias)
+    z = (x - mean) / std
+    optimizer = torch.optim.LBFGS(layer.parameters(), max_iter=300, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(layer(z), y) + weight_decay * layer.weight.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():  # fold the standardisation: W (x - m) / s + b
+        layer.weight /= std
+        layer.bias -= layer.weight @ mean
+    return layer
+
+
+def evaluate_linear_probe(args: argparse.Namespace) -> dict:
+    """Train on the training split of ``--train-inputs`` (default ``--inputs``), rank the
+    candidates of ``--inputs``' test split; a class never trained on scores -inf."""
+    train = read_inputs(args.train_inputs or args.inputs, "train")
+    test = read_inputs(args.inputs, "test")
+    names = read_class_names(args.data)
+    chosen, labels = candidate_classes(test.labels, names, args.zero_shot)
+    if (train.tokens is None) != (test.tokens is None):
+        raise ActionlmError(f"{args.inputs}: not the same kind of inputs as the training table")
+    codes = train.codes or test.codes
+    if train.tokens is not None and not codes:
+        raise ActionlmError(f"{args.inputs}: action sentences without actionlm.codes metadata")
+    seen = sorted({int(x) for x in train.labels})
+    x_train, x_test = probe_inputs(train, codes), probe_inputs(test, codes)
+    if x_test.shape[1] != x_train.shape[1]:
+        raise ActionlmError(f"{args.inputs}: inputs of width {x_test.shape[1]}, the training "
+                            f"inputs have {x_train.shape[1]}")
+    index = {label: i for i, label in enumerate(seen)}
+    layer = fit_linear_probe(x_train, torch.tensor([index[int(x)] for x in train.labels]),
+                             len(seen))
+    with torch.no_grad():
+        logits = layer(x_test).numpy()
+    # Columns: the candidates, then the trained classes outside them (which it may predict).
+    columns = chosen + [c for c in seen if c not in set(chosen)]
+    scores = np.full((len(test), len(columns)), -np.inf)
+    for j, label in enumerate(columns):
+        if label in index:
+            scores[:, j] = logits[:, index[label]]
+    metadata = {"method": LINEAR_PROBE, "protocol": args.protocol, "inputs": str(args.inputs),
+                "train_inputs": str(args.train_inputs or args.inputs),
+                "zero_shot": args.zero_shot, "trained_classes": [names[c] for c in seen]}
+    return _write(args, scores, labels, test.sample_ids, [names[c] for c in columns], None,
+                  metadata)
+
+
+def _write(args, scores, labels, sample_ids, class_names, extra, metadata) -> dict:
+    metrics = write_evaluation(args.out, scores, labels, sample_ids, class_names, extra, metadata)
+    log.info("%s %s%s: top-1 %.2f%%, top-5 %.2f%% (n=%d) -> %s", metadata["method"],
+             args.protocol, " zero-shot" if args.zero_shot else "", 100 * metrics["top1"],
+             100 * metrics["top5"], metrics["n"], args.out)
+    return metrics
+
+
+def add_llm_arguments(group) -> None:
+    """Options of ``actionlm evaluate`` for --method llm_ar / sugar / linear_probe."""
+    group.add_argument("--zero-shot", action="store_true",
+                       help="rank only the test split's classes (unseen{K} protocols, another "
+                       "dataset), listed in the instruction")
+    group.add_argument("--normalize", choices=NORMALIZATIONS, default="sum",
+                       help="candidate score: summed answer log-likelihood (default: the "
+                       "trained objective) or its mean per token (untrained zero-shot prompts)")
+    group.add_argument("--describe-tokens", type=int, default=0,
+                       help="also generate a free-form answer of up to N tokens per sample "
+                       "(SUGAR's class + description) into predictions.parquet 'generated'")
+    group.add_argument("--llm", type=Path, default=None,
+                       help="base LLM folder, if not where recognizer.json says (same model)")
+    group.add_argument("--train-inputs", type=Path, default=None,
+                       help="linear_probe: table whose training split it learns from "
+                       "(default: --inputs)")
+
+
+def evaluate_llm(args: argparse.Namespace) -> dict:
+    """Entry point of ``actionlm evaluate --method llm_ar|sugar|linear_probe``."""
+    if args.method not in METHODS:
+        raise ActionlmError(f"--method {args.method}: expected one of {METHODS}")
+    if args.batch_size < 1 or args.describe_tokens < 0:
+        raise ActionlmError("--batch-size must be >= 1 and --describe-tokens >= 0")
+    if args.method == LINEAR_PROBE:
+        return evaluate_linear_probe(args)
+    return evaluate_recognizer(args)

@@ -1,0 +1,1 @@
+"""The report stage: results tables (summary.md/.csv, ablation tables) and figures."""

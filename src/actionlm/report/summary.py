@@ -1,0 +1,220 @@
+"""Collect evaluation results into tables that read like the papers' tables -> OUT.md and
+OUT.csv: one table per dataset, rows = methods (or ablation variants), columns = protocols,
+cells = top-1 / top-5 % on the test split.
+
+Inputs: the ``metrics.json`` of ``actionlm evaluate`` (ROOT/{dataset}/{protocol}/{method}/
+metrics.json) and zero-shot seed averages of ``actionlm zeroshot-summary``
+(ROOT/{dataset}/zeroshot/unseen{K}/{method}.json, shown as mean ± std over the seeds); the
+dataset, protocol and method are read from the path below ROOT. ``--all`` collects every
+result under ROOT. ``--papers`` adds the papers' headline numbers as rows labelled
+"published (paper, GPU, full data)"; ``--published ROW=TOP1`` adds a published column (the
+paper's number for an ablation variant).
+
+summary.csv: dataset, method, source (this run / published ...), then per protocol
+``{protocol} top1``, ``{protocol} top5``, ``{protocol} n`` (percent; n = test samples), and
+``published top1`` when given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from actionlm.errors import ActionlmError
+from actionlm.io import atomic_path
+from actionlm.report.published import PUBLISHED, PUBLISHED_SOURCE
+
+log = logging.getLogger(__name__)
+
+THIS_RUN = "this run"
+MISSING = "–"
+
+
+def read_result(path: Path, root: Path) -> dict:
+    """One result row (percent) from an evaluation's metrics.json or a seed average, keyed by
+    its place below ``root``."""
+    try:
+        parts = path.resolve().relative_to(root.resolve()).parts
+    except ValueError:
+        raise ActionlmError(f"{path}: not below the results folder {root}") from None
+    seed_average = path.name != "metrics.json"
+    protocol_parts = parts[1:-1] if seed_average else parts[1:-2]
+    if not protocol_parts:
+        raise ActionlmError(f"{path}: expected {root}/DATASET/PROTOCOL/METHOD/metrics.json")
+    method = path.stem if seed_average else parts[-2]
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ActionlmError(f"{path}: unreadable metrics ({err})") from None
+    if not isinstance(metrics, dict) or "top1" not in metrics:
+        raise ActionlmError(f"{path}: not an evaluation's metrics (no top1)")
+
+    def percent(key: str) -> float | None:
+        value = metrics.get(key)
+        return None if value is None else 100.0 * float(value)
+
+    return {
+        "dataset": parts[0], "protocol": "/".join(protocol_parts), "method": method,
+        "source": THIS_RUN, "top1": percent("top1"), "top5": percent("top5"),
+        "top1_std": percent("top1_std") if seed_average else None,
+        "n": sum(metrics["n"]) if isinstance(metrics.get("n"), list) else metrics.get("n"),
+    }
+
+
+def find_results(root: Path) -> list[Path]:
+    """Every evaluation below ``root``: metrics.json files and zero-shot seed averages."""
+    found = sorted(root.glob("*/**/metrics.json"))
+    found += sorted(root.glob("*/zeroshot/unseen*/*.json"))
+    return found
+
+
+def collect_results(paths: list[Path], root: Path) -> pd.DataFrame:
+    """The long results table, rows in input order."""
+    rows = [read_result(Path(p), root) for p in paths]
+    return pd.DataFrame(rows, columns=["dataset", "protocol", "method", "source", "top1", "top5",
+                                       "top1_std", "n"])
+
+
+def published_results() -> pd.DataFrame:
+    """The papers' numbers as result rows."""
+    return pd.DataFrame([{"dataset": r.dataset, "protocol": r.protocol, "method": r.method,
+                          "source": PUBLISHED_SOURCE, "top1": r.top1, "top5": r.top5,
+                          "top1_std": None, "n": None} for r in PUBLISHED])
+
+
+def wide_table(results: pd.DataFrame, published: dict[str, float] | None = None) -> pd.DataFrame:
+    """Rows (dataset, method, source) in order of appearance, columns ``{protocol} top1|top5|n``
+    in order of appearance (missing cells empty)."""
+    protocols = list(dict.fromkeys(results["protocol"]))
+    keys = ["dataset", "method", "source"]
+    table = results.drop_duplicates(keys)[keys].reset_index(drop=True)
+    for protocol in protocols:
+        cells = results[results["protocol"] == protocol].drop_duplicates(keys, keep="last")
+        cells = cells.set_index(keys)[["top1", "top5", "n"]]
+        cells.columns = [f"{protocol} {c}" for c in cells.columns]
+        table = table.join(cells, on=keys)
+    if published is not None:
+        table["published top1"] = table["method"].map(published)
+    return table
+
+
+def _cell(row: pd.Series | None) -> str:
+    if row is None or pd.isna(row["top1"]):
+        return MISSING
+    top1 = f"{row['top1']:.1f}"
+    if not pd.isna(row["top1_std"]):
+        top1 += f" ± {row['top1_std']:.1f}"
+    return top1 if pd.isna(row["top5"]) else f"{top1} / {row['top5']:.1f}"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def dataset_table(results: pd.DataFrame, dataset: str, row_name: str,
+                  published: dict[str, float] | None = None, published_label: str = "") -> str:
+    """One dataset's methods x protocols table; published rows are labelled as such."""
+    part = results[results["dataset"] == dataset]
+    protocols = list(dict.fromkeys(part["protocol"]))
+    header = [row_name, *[f"{p} (top-1 / top-5 %)" for p in protocols]]
+    if published is not None:
+        header.append(f"{PUBLISHED_SOURCE}: {published_label} top-1 %")
+    rows = []
+    for (method, source), group in part.groupby(["method", "source"], sort=False):
+        by_protocol = {r["protocol"]: r for _, r in group.iterrows()}
+        label = method if source == THIS_RUN else f"{method} — {source}"
+        row = [label, *[_cell(by_protocol.get(p)) for p in protocols]]
+        if published is not None:
+            value = published.get(method)
+            row.append(MISSING if value is None else f"{value:.1f}")
+        rows.append(row)
+    return markdown_table(header, rows) + "\n"
+
+
+def summary_markdown(results: pd.DataFrame, title: str, row_name: str = "method",
+                     papers: pd.DataFrame | None = None, published: dict[str, float] | None = None,
+                     published_label: str = "", figures: list[Path] = (),
+                     out_dir: Path = Path(".")) -> str:
+    """The report page: a table per dataset (with its papers' rows where the dataset is one of
+    the papers' benchmarks), every published number, then the figures."""
+    measured = list(dict.fromkeys(results["dataset"]))
+    papers = papers if papers is not None else results.iloc[0:0]
+    parts = [f"# {title}\n",
+             "Top-1 / top-5 accuracy in % on each protocol's test split; zero-shot rows: mean ± "
+             "std of top-1 over the seeds. " + MISSING + ": not evaluated.\n"]
+    if results.empty:
+        parts.append("No evaluation results were given.\n")
+    for dataset in measured:
+        combined = pd.concat([results, papers[papers["dataset"] == dataset]], ignore_index=True)
+        parts += [f"## {dataset}\n",
+                  dataset_table(combined, dataset, row_name, published, published_label)]
+    if not papers.empty:
+        parts.append(f"## Papers: {PUBLISHED_SOURCE}\n\nTop-1 (/ top-5) %, joint modality; not "
+                     "comparable with a small CPU run.\n")
+        for dataset in dict.fromkeys(papers["dataset"]):
+            parts += [f"### {dataset}\n", dataset_table(papers, dataset, "method")]
+    if figures:
+        parts.append("## Figures\n")
+        parts += [f"![{Path(f).stem}]({os.path.relpath(f, out_dir)})\n" for f in figures]
+    return "\n".join(parts)
+
+
+def write_summary(results: pd.DataFrame, md_path: Path, csv_path: Path, title: str,
+                  row_name: str = "method", with_papers: bool = False,
+                  published: dict[str, float] | None = None, published_label: str = "",
+                  figures: list[Path] = ()) -> None:
+    papers = published_results() if with_papers else None
+    table = wide_table(pd.concat([results, papers], ignore_index=True) if with_papers
+                       else results, published)
+    with atomic_path(csv_path) as tmp:
+        table.round(2).to_csv(tmp, index=False)
+    text = summary_markdown(results, title, row_name, papers, published, published_label,
+                            figures, Path(md_path).parent)
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(text)
+
+
+def parse_published(items: list[str]) -> dict[str, float]:
+    published = {}
+    for item in items:
+        row, _, value = item.partition("=")
+        try:
+            published[row] = float(value)
+        except ValueError:
+            raise ActionlmError(f"--published {item}: expected ROW=TOP1 (a number)") from None
+    return published
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("metrics", type=Path, nargs="*", help="metrics.json / zero-shot summary files")
+    p.add_argument("--all", action="store_true", help="also every result below --root")
+    p.add_argument("--root", type=Path, default=Path("results/eval"),
+                   help="folder the files lie in as ROOT/DATASET/PROTOCOL/METHOD/metrics.json")
+    p.add_argument("--out-md", type=Path, required=True)
+    p.add_argument("--out-csv", type=Path, required=True)
+    p.add_argument("--title", default="Results")
+    p.add_argument("--row-name", default="method", help="header of the row column (e.g. variant)")
+    p.add_argument("--papers", action="store_true",
+                   help="add the papers' headline numbers as labelled reference rows")
+    p.add_argument("--published", nargs="*", default=None, metavar="ROW=TOP1",
+                   help="a published top-1 %% per row (ablation variants)")
+    p.add_argument("--published-label", default="", help="where --published comes from")
+    p.add_argument("--figures", type=Path, nargs="*", default=[],
+                   help="images to show below the tables")
+
+
+def run(args: argparse.Namespace) -> None:
+    paths = list(dict.fromkeys([*args.metrics, *(find_results(args.root) if args.all else [])]))
+    results = collect_results(paths, args.root)
+    published = None if args.published is None else parse_published(args.published)
+    write_summary(results, args.out_md, args.out_csv, args.title, args.row_name, args.papers,
+                  published, args.published_label, args.figures)
+    log.info("%d results of %d datasets -> %s, %s", len(results), results["dataset"].nunique(),
+             args.out_md, args.out_csv)

@@ -1,0 +1,206 @@
+"""Evaluation of LLM recognizers (closed set, zero-shot), the linear-probe baseline and the
+seed average: outputs agree with direct scoring, zero-shot ranks the held-out classes listed
+in the prompt, the probe cannot name unseen classes, bad input is refused."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from actionlm.data.features import write_features
+from actionlm.errors import ActionlmError
+from actionlm.io import table_metadata, with_metadata, write_parquet
+from actionlm.llm.evaluate import add_llm_arguments, evaluate_llm
+from actionlm.llm.recognizer import (
+    LoraSettings,
+    Recognizer,
+    RecognizerSpec,
+    base_fingerprint,
+    load_recognizer,
+)
+from actionlm.llm.scoring import score_answers, tokenize_answers
+from actionlm.llm.tqp import BridgeConfig
+from actionlm.llm.zeroshot import summarize_seeds
+from actionlm.train.tokenize import SENTENCE_SCHEMA
+
+CLASSES = ["drink water", "pickup", "throw", "sit down", "stand up", "head", "hand", "arm"]
+SEEN = 6  # classes 6 and 7 are held out under the zero-shot split
+CODES, STEPS, WIDTH = 16, 8, 16
+
+
+def save_recognizer(folder, llm, method):
+    base = {"llm": str(llm), **base_fingerprint(llm)}
+    torch.manual_seed(0)
+    if method == "llm_ar":
+        spec = RecognizerSpec(method, CLASSES, list(CLASSES), LoraSettings(r=2), base, codes=CODES)
+        recognizer = Recognizer(spec, llm, torch.device("cpu"), torch.randn(CODES, 64))
+    else:
+        spec = RecognizerSpec(method, CLASSES, [f"{c}: head tilts" for c in CLASSES],
+                              LoraSettings(r=2), base, features={"n_steps": STEPS, "width": WIDTH},
+                              bridge=BridgeConfig("tqp", queries=2, segments=2, heads=2))
+        recognizer = Recognizer(spec, llm, torch.device("cpu"))
+    recognizer.save(folder)
+    return folder
+
+
+def split_rows(zero_shot: bool, per_class: int = 3):
+    """(label, split) rows: every class in train and test, or seen train / unseen test."""
+    rows = []
+    for label in range(len(CLASSES)):
+        for i in range(per_class):
+            test = label >= SEEN if zero_shot else i == 0
+            rows.append((label, "test" if test else "train"))
+    return rows
+
+
+def write_sentences(path, zero_shot: bool):
+    rows = split_rows(zero_shot)
+    gen = torch.Generator().manual_seed(1)
+    tokens = [(2 * label + torch.randint(0, 2, (5,), generator=gen)).tolist() for label, _ in rows]
+    write_parquet(pa.table({
+        "sample_id": [f"s{i}" for i in range(len(rows))], "split": [s for _, s in rows],
+        "label": pa.array([lab for lab, _ in rows], pa.int16()),
+        "tokens": pa.array(tokens, pa.list_(pa.int16())),
+        "n_tokens": pa.array([5] * len(rows), pa.int16()),
+    }, schema=with_metadata(SENTENCE_SCHEMA, codes=CODES, vqvae="none")), path)
+    return path
+
+
+def write_feature_table(path, zero_shot: bool, per_class: int = 3):
+    """Class c's features centre on a one-hot direction: a linear probe separates them."""
+    rows = split_rows(zero_shot, per_class)
+    gen = np.random.default_rng(0)
+    labels = np.array([lab for lab, _ in rows])
+    features = gen.normal(0, 0.1, (len(rows), STEPS, WIDTH)).astype(np.float32)
+    features[np.arange(len(rows)), :, labels] += 1.0
+    write_features(path, features, labels, [f"s{i}" for i in range(len(rows))],
+                   [s for _, s in rows], {"method": "test"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny_llm):
+    root = tmp_path_factory.mktemp("eval")
+    (root / "data").mkdir()
+    write_parquet(pa.table({"label": pa.array(range(len(CLASSES)), pa.int16()),
+                            "class_name": CLASSES, "native_id": list(range(1, 9))}),
+                  root / "data" / "classes.parquet")
+    return {
+        "root": root, "data": root / "data",
+        "llm_ar": save_recognizer(root / "llm_ar", tiny_llm(0), "llm_ar"),
+        "sugar": save_recognizer(root / "sugar", tiny_llm(0), "sugar"),
+        "sentences": write_sentences(root / "sentences.parquet", zero_shot=False),
+        "unseen_sentences": write_sentences(root / "unseen_sentences.parquet", zero_shot=True),
+        "features": write_feature_table(root / "features.parquet", zero_shot=False, per_class=6),
+        "unseen_features": write_feature_table(root / "unseen.parquet", zero_shot=True),
+    }
+
+
+def eval_args(setup, out, method, inputs, *extra):
+    """The namespace `actionlm evaluate` hands over: its own options plus ours."""
+    parser = argparse.ArgumentParser()
+    add_llm_arguments(parser)
+    args = parser.parse_args(list(extra))
+    args.__dict__.update(method=method, model=setup.get(method), data=setup["data"],
+                         protocol="p", inputs=setup[inputs], out=out, device="cpu", batch_size=4)
+    return args
+
+
+def direct_scores(setup, method, inputs, candidates, listed):
+    recognizer = load_recognizer(setup[method], "cpu")
+    answers = tokenize_answers(recognizer.tokenizer, [recognizer.answer_text(c) for c in candidates])
+    with torch.no_grad():
+        embeds, mask = recognizer.prompt_embeddings(inputs, candidates if listed else None)
+        return score_answers(recognizer.model, embeds, mask, answers)
+
+
+def test_closed_set_ranks_every_class_once(setup, tmp_path):
+    metrics = evaluate_llm(eval_args(setup, tmp_path, "llm_ar", "sentences"))
+    table = pq.read_table(tmp_path / "predictions.parquet")
+    test = pq.read_table(setup["sentences"]).to_pandas().query("split == 'test'")
+    assert table["sample_id"].to_pylist() == test["sample_id"].tolist()
+    assert table_metadata(table, "class_names") == CLASSES
+    expected = direct_scores(setup, "llm_ar", test["tokens"].map(list).tolist(), CLASSES, False)
+    assert table["pred"].to_pylist() == expected.argmax(1).tolist()
+    assert [t[:5] for t in table["top5"].to_pylist()] == expected.topk(5).indices.tolist()
+    assert metrics["top1"] == pytest.approx(np.mean(expected.argmax(1).numpy() == test["label"]))
+    assert json.loads((tmp_path / "metrics.json").read_text())["normalize"] == "sum"
+
+
+def test_zero_shot_ranks_the_held_out_classes_listed_in_the_prompt(setup, tmp_path):
+    metrics = evaluate_llm(eval_args(setup, tmp_path, "llm_ar", "unseen_sentences", "--zero-shot"))
+    assert metrics["class_names"] == CLASSES[SEEN:] and metrics["top5"] == 1.0  # K = 2
+    table = pq.read_table(tmp_path / "predictions.parquet").to_pandas()
+    test = pq.read_table(setup["unseen_sentences"]).to_pandas().query("split == 'test'")
+    assert (table["label"] == test["label"].to_numpy() - SEEN).all()
+    tokens = test["tokens"].map(list).tolist()
+    listed = direct_scores(setup, "llm_ar", tokens, CLASSES[SEEN:], True)
+    unlisted = direct_scores(setup, "llm_ar", tokens, CLASSES[SEEN:], False)
+    np.testing.assert_allclose(table["score"], listed.max(1).values, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(listed, unlisted)  # the candidate list is in the instruction
+
+
+def test_sugar_generates_its_description_beside_the_ranking(setup, tmp_path):
+    evaluate_llm(eval_args(setup, tmp_path, "sugar", "features", "--describe-tokens", "3",
+                           "--normalize", "mean"))
+    table = pq.read_table(tmp_path / "predictions.parquet")
+    assert table.num_rows == len(CLASSES)
+    assert all(isinstance(t, str) and len(t.split()) <= 3 for t in table["generated"].to_pylist())
+    assert table_metadata(table, "normalize") == "mean"
+
+
+def test_linear_probe_learns_seen_classes_but_cannot_name_unseen_ones(setup, tmp_path):
+    closed = evaluate_llm(eval_args(setup, tmp_path / "closed", "linear_probe", "features"))
+    assert closed["top1"] >= 0.9
+    zero = evaluate_llm(eval_args(setup, tmp_path / "zero", "linear_probe", "unseen_features",
+                                  "--zero-shot"))
+    assert zero["top1"] == 0.0 and zero["top5"] == 0.0
+    assert zero["class_names"][:2] == CLASSES[SEEN:] and len(zero["class_names"]) == len(CLASSES)
+    tokens = evaluate_llm(eval_args(setup, tmp_path / "tokens", "linear_probe", "sentences"))
+    assert tokens["n"] == len(CLASSES)
+
+
+def test_bad_input_is_refused(setup, tmp_path):
+    with pytest.raises(ActionlmError, match="a llm_ar recognizer, not sugar"):
+        args = eval_args(setup, tmp_path, "sugar", "features")
+        args.model = setup["llm_ar"]
+        evaluate_llm(args)
+    with pytest.raises(ActionlmError, match="--zero-shot"):
+        untrained = pq.read_table(setup["data"] / "classes.parquet").to_pandas()
+        untrained.loc[7, "class_name"] = "foot"
+        other = tmp_path / "other"
+        other.mkdir()
+        untrained.to_parquet(other / "classes.parquet")
+        args = eval_args(setup, tmp_path, "llm_ar", "sentences")
+        args.data = other
+        evaluate_llm(args)
+    with pytest.raises(ActionlmError, match="neither action sentences"):
+        args = eval_args(setup, tmp_path, "llm_ar", "sentences")
+        args.inputs = setup["data"] / "classes.parquet"
+        evaluate_llm(args)
+    with pytest.raises(ActionlmError, match="batch-size"):
+        args = eval_args(setup, tmp_path, "llm_ar", "sentences")
+        args.batch_size = 0
+        evaluate_llm(args)
+
+
+def test_zero_shot_seeds_are_averaged(tmp_path):
+    paths = []
+    for seed, top1 in enumerate([0.5, 0.7]):
+        paths.append(tmp_path / f"{seed}.json")
+        paths[-1].write_text(json.dumps({"method": "llm_ar", "protocol": f"unseen3_seed{seed}",
+                                         "n": 10, "top1": top1, "top5": 1.0,
+                                         "mean_class_accuracy": top1}))
+    summary = summarize_seeds(paths)
+    assert summary["top1"] == pytest.approx(0.6) and summary["runs"] == 2
+    assert summary["top1_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    (tmp_path / "other.json").write_text(json.dumps({**json.loads(paths[0].read_text()),
+                                                     "method": "sugar"}))
+    with pytest.raises(ActionlmError, match="different methods"):
+        summarize_seeds([*paths, tmp_path / "other.json"])
