@@ -12,8 +12,11 @@ from actionlm.data.ntu_raw import (
     center_on_first_frame,
     denoise_bodies,
     load_ntu_file,
+    load_ntu_files,
     ntu_joints_from_bytes,
 )
+from actionlm.data.table import Rejection
+from actionlm.errors import InputError
 
 
 def as_reference_layout(joints: np.ndarray) -> np.ndarray:
@@ -46,6 +49,38 @@ def test_irregular_whitespace_takes_the_checked_path_with_same_numbers(shared):
     fast = ntu_joints_from_bytes(data, "x")
     irregular = data.replace(b"\r\n", b"\n").replace(b" ", b" \t ")
     np.testing.assert_allclose(ntu_joints_from_bytes(irregular, "x"), fast, atol=1e-6)
+
+
+def test_a_batch_parses_like_each_file_alone(shared, tmp_path):
+    """The joint lines of a batch go through one CSV call: every file must get the numbers or
+    the reason it gets alone, and row-count errors of two files must not cancel out (a lone
+    CR splitting a joint line adds a row, a blank joint line would drop one)."""
+    raw = shared / "datasets/ntu-samples/raw"
+    one = (raw / "S001C001P004R001A017.skeleton").read_bytes()
+    lines = one.split(b"\r\n")
+    assert len(lines[10].split()) == 12  # a joint line of frame 1
+    extra_row, blank_line = list(lines), list(lines)
+    extra_row[10] += b"\r" + lines[10]
+    blank_line[10] = b""
+    files = {
+        "S001C001P003R002A005": (raw / "S001C001P003R002A005.skeleton").read_bytes(),
+        "S002C001P001R001A017": b"\r\n".join(extra_row),
+        "S002C001P002R001A017": one,
+        "S002C001P003R001A017": b"\r\n".join(blank_line),
+    }
+    paths = []
+    for name, data in files.items():
+        paths.append(tmp_path / f"{name}.skeleton")
+        paths[-1].write_bytes(data)
+    batch = load_ntu_files(paths)
+    assert [isinstance(item, Rejection) for item in batch] == [False, True, False, True]
+    assert "24 fields" in batch[1].reason and "0 fields" in batch[3].reason
+    for path, item in zip(paths, batch):
+        if isinstance(item, Rejection):
+            with pytest.raises(InputError, match=item.reason):
+                load_ntu_file(path)
+        else:
+            np.testing.assert_array_equal(item.joints, load_ntu_file(path).joints)
 
 
 def body(n: int, first: int = 0, offset: float = 0.0, wide: bool = False, seed: int = 0) -> RawBody:

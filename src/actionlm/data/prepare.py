@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -24,7 +25,7 @@ from tqdm import tqdm
 
 from actionlm.data import ctrgcn_npz, nw_ucla, pyskl
 from actionlm.data.classes import ClassTable, ntu_class_table, nw_ucla_class_table
-from actionlm.data.ntu_raw import load_ntu_file
+from actionlm.data.ntu_raw import load_ntu_files
 from actionlm.data.splits import DEFAULT_PROTOCOLS, write_embedded_splits, write_split
 from actionlm.data.table import (
     Rejection,
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("ntu-raw", "ctrgcn-npz", "nw-ucla", "pyskl", "synthetic")
 FILES_PER_TASK = 16
-IN_FLIGHT_PER_WORKER = 2
+IN_FLIGHT_PER_WORKER = 4  # keeps the workers busy while this process writes a row group
 FORMAT_DATASETS = {"nw-ucla": "nw_ucla"}
 
 
@@ -58,34 +59,47 @@ class PrepareSummary:
 
 
 def load_files_parallel(
-    loader: Callable[[Path], Sample], paths: list[Path], workers: int
+    load_batch: Callable[[list[Path]], list[Sample | Rejection]],
+    paths: list[Path],
+    workers: int,
+    reader_module: str,
 ) -> Iterator[Sample | Rejection]:
-    """Decode files in ``workers`` processes, yielding results in input order with at most
-    IN_FLIGHT_PER_WORKER batches per worker in flight (backpressure keeps memory bounded).
-    Workers come from a fork server that imports only the reader's module, not this
-    process's state (threads included)."""
-    batch_loader = partial(load_each, loader)
-    batches = [paths[i : i + FILES_PER_TASK] for i in range(0, len(paths), FILES_PER_TASK)]
+    """Decode files in batches in ``workers`` processes, yielding results in input order with
+    at most IN_FLIGHT_PER_WORKER batches per worker in flight (backpressure keeps memory
+    bounded).
+
+    Workers come from a fork server that imports only ``reader_module``, not this process's
+    state (threads included). Starting it takes a fresh interpreter and those imports (about
+    half a second), so a background thread starts the first worker while this process
+    decodes the first batches itself. A ProcessPoolExecutor rather than a multiprocessing
+    Pool: the Pool's worker-handler thread wakes up for every result."""
+    batches = deque(paths[i : i + FILES_PER_TASK] for i in range(0, len(paths), FILES_PER_TASK))
     if workers <= 1 or len(batches) <= 1:
         for batch in batches:
-            yield from batch_loader(batch)
+            yield from load_batch(batch)
         return
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([loader.__module__])
-    with ctx.Pool(workers) as pool:
+    ctx.set_forkserver_preload([reader_module])
+    pool = ProcessPoolExecutor(workers, mp_context=ctx)
+    try:
+        with ThreadPoolExecutor(1) as starter:
+            first_worker = starter.submit(lambda: pool.submit(os.getpid).result())
+            while batches and not first_worker.done():
+                yield from load_batch(batches.popleft())
+            first_worker.result()
         pending: deque = deque()
-        for batch in batches:
-            pending.append(pool.apply_async(batch_loader, (batch,)))
-            if len(pending) >= IN_FLIGHT_PER_WORKER * workers:
-                yield from pending.popleft().get()
-        while pending:
-            yield from pending.popleft().get()
+        while batches or pending:
+            while batches and len(pending) < IN_FLIGHT_PER_WORKER * workers:
+                pending.append(pool.submit(load_batch, batches.popleft()))
+            yield from pending.popleft().result()
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 def _list_files(src: Path, pattern: str, what: str) -> list[Path]:
     if not src.is_dir():
         raise ActionlmError(f"{src}: not a directory (expected a folder of {what})")
-    paths = sorted(src.glob(pattern))
+    paths = sorted(src.glob(pattern), key=lambda path: path.name)  # Path comparison is slow
     if not paths:
         raise ActionlmError(f"{src}: no {what} ({pattern}) found")
     return paths
@@ -113,10 +127,11 @@ def _sources(
         raise ActionlmError(f"--src is required for --format {fmt}")
     if fmt == "ntu-raw":
         paths = _list_files(src, "*.skeleton", "NTU .skeleton files")
-        return load_files_parallel(load_ntu_file, paths, workers), {}
+        return load_files_parallel(load_ntu_files, paths, workers, load_ntu_files.__module__), {}
     if fmt == "nw-ucla":
         paths = _list_files(src, "*.json", "NW-UCLA all_sqe JSON files")
-        return load_files_parallel(nw_ucla.load_nw_ucla_file, paths, workers), {}
+        load_batch = partial(load_each, nw_ucla.load_nw_ucla_file)
+        return load_files_parallel(load_batch, paths, workers, nw_ucla.__name__), {}
     if fmt == "ctrgcn-npz":
         if not src.is_file():
             raise ActionlmError(f"{src}: not a file (expected a CTR-GCN .npz)")
