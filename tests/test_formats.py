@@ -70,9 +70,9 @@ def test_nw_ucla_labels_lengths_and_views(shared, tmp_path):
 def _pyskl_file(path, names, labels):
     rng = np.random.default_rng(0)
     annotations = [
-        {"frame_dir": n, "label": l, "keypoint": rng.normal(size=(2, 30, 25, 3)).astype(np.float32),
+        {"frame_dir": n, "label": label, "keypoint": rng.normal(size=(2, 30, 25, 3)).astype(np.float32),
          "total_frames": 30}
-        for n, l in zip(names, labels)
+        for n, label in zip(names, labels)
     ]
     split = {"xsub_train": names[:2], "xsub_val": names[2:]}
     path.write_bytes(pickle.dumps({"split": split, "annotations": annotations}))

@@ -84,6 +84,10 @@ def workdir(tmp_path_factory, shared, smollm2_dir) -> Path:
         "encoders": {"protocols": ["view2"],
                      "network": {"base_channels": 4, "window": 16, "bodies": 1},
                      "train": {"epochs": 1, "batch_size": 64, "warmup_epochs": 0}},
+        # LLM-AR through LoRA, closed set and zero-shot (SUGAR's LLM: tests/test_lora.py)
+        "lora": {"micro_batch_size": 2, "common": {"max_steps": 1, "batch_size": 2,
+                                                   "lora_r": 2, "warmup_steps": 0}},
+        "llm_eval": {"methods": ["llm_ar"], "batch_size": 64},
     }
     (work / "overlay.yaml").write_text(yaml.safe_dump(overlay))
     result = snakemake(work, "all")
@@ -127,6 +131,20 @@ def test_all_trains_and_evaluates_the_encoders(workdir):
     assert len(features) == 1020 and (features["n_steps"] == 4).all()  # window 16 / 4
     log = (workdir / "logs/train_encoder/nw_ucla/view2/gap.log").read_text()
     assert "gap encoder (ctrgcn, c=4)" in log
+
+
+def test_all_runs_llm_ar_closed_set_zero_shot_and_the_report(workdir):
+    eval_dir = workdir / "results/eval/nw_ucla"
+    closed = json.loads((eval_dir / "view2/llm_ar/metrics.json").read_text())
+    assert closed["n"] == 504 and len(closed["class_names"]) == 10
+    for method in ("llm_ar", "llm_ar_linear"):
+        summary = json.loads((eval_dir / f"zeroshot/unseen3/{method}.json").read_text())
+        assert summary["runs"] == 1 and summary["protocols"] == ["unseen3_seed0"]
+    probe = json.loads((eval_dir / "zeroshot/unseen3/llm_ar_linear.json").read_text())
+    assert probe["top1"] == 0.0  # a linear classifier cannot name unseen classes
+    report = (workdir / "results/report/summary.md").read_text()
+    assert all(method in report for method in ("ce", "gap", "llm_ar"))
+    assert "published (paper, GPU, full data)" in report
 
 
 def test_rerun_plans_nothing_and_changes_rerun_only_their_stage(workdir):

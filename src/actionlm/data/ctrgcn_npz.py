@@ -88,7 +88,9 @@ def true_length_and_bodies(x: np.ndarray) -> tuple[int, int]:
     return n, n_bodies
 
 
-def iter_npz_samples(path: Path, dataset_classes: int | None = None) -> Iterator[Sample | Rejection]:
+def iter_npz_samples(
+    path: Path, dataset_classes: int | None = None
+) -> Iterator[Sample | Rejection]:
     """Yield each sample of a CTR-GCN npz; ids are ``{split}_{index}`` as in CTR-GCN's feeder."""
     source = str(path)
     try:
@@ -110,7 +112,8 @@ def iter_npz_samples(path: Path, dataset_classes: int | None = None) -> Iterator
                 )
             if dataset_classes is not None and y.shape[1] != dataset_classes:
                 raise InputError(
-                    source, f"y_{split} is one-hot over {y.shape[1]} classes, expected {dataset_classes}"
+                    source,
+                    f"y_{split} is one-hot over {y.shape[1]} classes, expected {dataset_classes}",
                 )
             for i, x in enumerate(_iter_rows(zf, f"x_{split}.npy", x_shape, x_dtype, source)):
                 sample_id = f"{split}_{i}"

@@ -129,7 +129,7 @@ def _find_joint_blocks(data: bytes, source: str) -> _JointBlocks:
     first_lines: list[int] = []
     frame, expected = 0, "a body count"
     try:  # hot loop: errors are diagnosed from `line` and `expected` when they happen
-        for frame in range(n_frames):
+        for frame in range(n_frames):  # noqa: B007 - the except clauses report it
             expected = "a body count"
             n_bodies = int(data[bounds[line] + 1 : bounds[line + 1]])
             line += 1

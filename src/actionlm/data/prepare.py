@@ -181,12 +181,14 @@ def prepare(
             actions = actions or list(SYNTHETIC_ACTIONS)
             dataset = dataset or "synthetic"
             src = staging / "raw"
-            generate_ntu_files(src, actions=actions, seed=seed, workers=workers, **(synthetic or {}))
+            generate_ntu_files(src, actions=actions, seed=seed, workers=workers,
+                               **(synthetic or {}))
             fmt = "ntu-raw"
         if dataset is None:
             dataset = FORMAT_DATASETS.get(fmt)
             if dataset is None:
-                raise ActionlmError(f"--dataset is required for --format {fmt} (ntu60, ntu120, ...)")
+                raise ActionlmError(
+                    f"--dataset is required for --format {fmt} (ntu60, ntu120, ...)")
         classes = resolve_classes(dataset, actions)
         samples, embedded_splits = _sources(fmt, src, workers, trust_pickle, classes)
         summary = PrepareSummary(0)
@@ -227,7 +229,8 @@ def _int_list(text: str) -> list[int]:
     try:
         return [int(x) for x in text.replace(",", " ").split()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected integers separated by commas, got {text!r}") from None
 
 
 def _str_list(text: str) -> list[str]:

@@ -58,7 +58,8 @@ def iter_pyskl_samples(data: dict, path: Path) -> Iterator[Sample | Rejection]:
             continue
         kp = kp.astype(np.float32, copy=False)
         if kp.ndim != 4 or kp.shape[-1] not in (2, 3) or kp.shape[1] == 0:
-            yield Rejection(where, f"keypoint has shape {kp.shape}, expected (M, T>0, V, 2 or 3)", name)
+            yield Rejection(where, f"keypoint has shape {kp.shape}, expected (M, T>0, V, 2 or 3)",
+                            name)
             continue
         if not np.isfinite(kp).all():
             yield Rejection(where, "non-finite coordinate (nan/inf)", name)

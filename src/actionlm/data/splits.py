@@ -31,7 +31,8 @@ NTU120_XSUB_TRAIN = NTU60_XSUB_TRAIN | frozenset(
 UNSEEN = re.compile(r"unseen(\d+)_seed(\d+)")
 
 SPLIT_SCHEMA = pa.schema(
-    [pa.field("sample_id", pa.string(), nullable=False), pa.field("split", pa.string(), nullable=False)]
+    [pa.field("sample_id", pa.string(), nullable=False),
+     pa.field("split", pa.string(), nullable=False)]
 )
 
 EMBEDDED_SPLITS_SCHEMA = pa.schema(
@@ -122,7 +123,8 @@ def write_embedded_splits(embedded: dict[str, dict[str, str]], path: Path) -> No
 def write_split(data_dir: Path, protocol: str, *, val_fraction: float = 0.0, seed: int = 0) -> dict:
     """Write ``data_dir/splits/{protocol}.parquet``: the input file's own partition when it
     carried one under that name, otherwise computed from the samples' metadata."""
-    meta = pq.read_table(data_dir / "skeletons.parquet", columns=list(SPLIT_META_COLUMNS)).to_pandas()
+    meta = pq.read_table(data_dir / "skeletons.parquet",
+                         columns=list(SPLIT_META_COLUMNS)).to_pandas()
     n_classes = pq.read_metadata(data_dir / "classes.parquet").num_rows
     embedded = pq.read_table(data_dir / "embedded_splits.parquet").to_pandas()
     embedded = embedded[embedded["protocol"] == protocol]

@@ -19,9 +19,9 @@ import os
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-import torch.nn.functional as F
 from torch import nn
 
 from actionlm.data.skeleton_layouts import LAYOUTS
