@@ -72,3 +72,17 @@ def tiny_llm(tmp_path_factory):
         return made[seed]
 
     return make
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """One torch thread for a test module (tiny models on a shared 2-core machine run far
+    slower with two), and the process-wide deterministic-kernels switch that training turns
+    on restored afterwards, so other modules run as they would alone."""
+    import torch
+
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)

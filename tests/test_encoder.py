@@ -39,15 +39,7 @@ TINY = {"base_channels": 8, "window": 16, "bodies": 2}
 FAST = TrainConfig(epochs=2, batch_size=16, lr=0.05, warmup_epochs=1, schedule="cosine", seed=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread_and_restored_determinism():
-    """One torch thread (tiny models on a shared 2-core machine); training switches torch to
-    deterministic kernels process-wide: undo it for the other test files."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -54,16 +54,7 @@ FAST = TrainConfig(lr=1e-2, epochs=2, batch_size=16, seed=3, reset_every=10)
 SMALL_LOSS = LossConfig(mmd_rows=32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread_and_restored_determinism():
-    """One torch thread: tiny models on a shared 2-core machine run ~50x slower with two
-    (every op waits for a descheduled peer). Training switches torch to deterministic
-    kernels process-wide; undo it for the other test files."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,8 @@ keeps its own frames' detail.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -138,19 +140,20 @@ class MultiScaleTemporalConv(nn.Module):
         return torch.cat([branch(x) for branch in self.branches], dim=1)
 
 
-class CTRGCNBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, adjacency: torch.Tensor,
-                 stride: int = 1, residual: bool = True, keep_time: bool = False):
+class GCNBlock(nn.Module):
+    """One block of either backbone: spatial graph convolution, temporal convolution, a
+    residual path (identity when the shape is kept, else ``projection()``), ReLU."""
+
+    def __init__(self, gcn: nn.Module, tcn: nn.Module, in_channels: int, out_channels: int,
+                 stride: int, residual: bool, projection: Callable[[], nn.Module]):
         super().__init__()
-        self.gcn = TopologyGCN(in_channels, out_channels, adjacency)
-        self.tcn = MultiScaleTemporalConv(out_channels, out_channels, stride,
-                                          keep_time=keep_time)
+        self.gcn, self.tcn = gcn, tcn
         if not residual:
             self.residual = None
         elif in_channels == out_channels and stride == 1:
             self.residual = nn.Identity()
         else:
-            self.residual = TemporalConv(in_channels, out_channels, 1, stride)
+            self.residual = projection()
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -158,6 +161,17 @@ class CTRGCNBlock(nn.Module):
         if self.residual is not None:
             y = y + self.residual(x)
         return self.relu(y)
+
+
+class CTRGCNBlock(GCNBlock):
+    def __init__(self, in_channels: int, out_channels: int, adjacency: torch.Tensor,
+                 stride: int = 1, residual: bool = True, keep_time: bool = False):
+        super().__init__(
+            TopologyGCN(in_channels, out_channels, adjacency),
+            MultiScaleTemporalConv(out_channels, out_channels, stride, keep_time=keep_time),
+            in_channels, out_channels, stride, residual,
+            lambda: TemporalConv(in_channels, out_channels, 1, stride),
+        )
 
 
 def block_plan(base: int) -> list[tuple[int, int, int]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from actionlm.models.ctrgcn import block_plan, run_blocks
+from actionlm.models.ctrgcn import GCNBlock, block_plan, run_blocks
 
 
 class SpatialGCN(nn.Module):
@@ -29,31 +29,21 @@ class SpatialGCN(nn.Module):
         return torch.einsum("nkctv,kvw->nctw", y, self.adjacency * self.importance)
 
 
-class STGCNBlock(nn.Module):
+class STGCNBlock(GCNBlock):
     def __init__(self, in_channels: int, out_channels: int, adjacency: torch.Tensor,
                  stride: int = 1, residual: bool = True, kernel: int = 9, dropout: float = 0.0):
-        super().__init__()
-        self.gcn = SpatialGCN(in_channels, out_channels, adjacency)
-        self.tcn = nn.Sequential(
+        tcn = nn.Sequential(
             nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True),
             nn.Conv2d(out_channels, out_channels, (kernel, 1), (stride, 1),
                       ((kernel - 1) // 2, 0)),
             nn.BatchNorm2d(out_channels), nn.Dropout(dropout, inplace=True),
         )
-        if not residual:
-            self.residual = None
-        elif in_channels == out_channels and stride == 1:
-            self.residual = nn.Identity()
-        else:
-            self.residual = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, (stride, 1)),
-                                          nn.BatchNorm2d(out_channels))
-        self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.tcn(self.gcn(x))
-        if self.residual is not None:
-            y = y + self.residual(x)
-        return self.relu(y)
+        super().__init__(
+            SpatialGCN(in_channels, out_channels, adjacency), tcn, in_channels, out_channels,
+            stride, residual,
+            lambda: nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, (stride, 1)),
+                                  nn.BatchNorm2d(out_channels)),
+        )
 
 
 class STGCN(nn.Module):
