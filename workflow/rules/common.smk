@@ -328,10 +328,6 @@ def all_targets():
             for p in dataset_config(dataset)["protocols"]
         ]
         targets.append(f"{knowledge_dir(dataset)}/text_embeddings.parquet")
-        targets += [
-            f"results/tokens/{dataset}/{p}/action_sentences.parquet"
-            for p in dataset_config(dataset)["protocols"]
-        ]
         targets += eval_targets(dataset)
         targets += [f"results/features/{dataset}/{protocol}/{m}/features.parquet"
                     for protocol in encoder_protocols(dataset) for m in config["encoders"]["methods"]]
@@ -357,13 +353,21 @@ def report_metrics(wildcards=None):
     return [target for dataset in config["run_datasets"] for target in eval_targets(dataset)]
 
 
+def llm_ar_protocols(dataset):
+    """Protocols whose VQ-VAE `all` trains: those LLM-AR is evaluated on (closed set, unseen)."""
+    if "llm_ar" not in config["llm_eval"]["methods"]:
+        return []
+    return [p for p in dataset_config(dataset)["protocols"]
+            if p in encoder_protocols(dataset) or UNSEEN_PROTOCOL.fullmatch(p)]
+
+
 def report_figures(wildcards=None):
     """Curves of every model `all` trains, the feature map of every encoder it runs, and the
     LoRA curves of the LLM recognizers it evaluates (read from eval_targets)."""
     figures = []
     for dataset in config["run_datasets"]:
         folder = f"results/report/{dataset}"
-        figures += [f"{folder}/{p}/vqvae_curves.png" for p in dataset_config(dataset)["protocols"]]
+        figures += [f"{folder}/{p}/vqvae_curves.png" for p in llm_ar_protocols(dataset)]
         for protocol in encoder_protocols(dataset):
             figures.append(f"{folder}/{protocol}/encoder_curves.png")
             figures += [f"{folder}/{protocol}/embedding_{m}.png" for m in config["encoders"]["methods"]]
