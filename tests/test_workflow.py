@@ -147,35 +147,50 @@ def test_all_runs_llm_ar_closed_set_zero_shot_and_the_report(workdir):
     assert "published (paper, GPU, full data)" in report
 
 
+# What a change of the view2 evaluation / the LLM-AR chain reruns besides its own stage:
+# (view2 encoder curves, embeddings, report) and (LoRA, closed-set + zero-shot evaluation).
+REPORT = {"report": 1, "all": 1}
+LLM_AR = {"lora": 2, "evaluate_llm": 1, "evaluate_llm_zeroshot": 1}
+PROBE = {"evaluate_linear_probe_zeroshot": 1}  # the zero-shot linear probe reads the tokens
+ENCODERS = {"train_encoder": 3, "evaluate_encoder": 2, "extract_features": 3,
+            "plot_embedding": 3}
+
+
 def test_rerun_plans_nothing_and_changes_rerun_only_their_stage(workdir):
+    def plan(change):
+        return planned_jobs(snakemake(workdir, "-n", "all", change=change))
+
     assert planned_jobs(snakemake(workdir, "-n", "all")) == {}
-    # A split parameter reruns the splits, not prepare.
-    changed = planned_jobs(
-        snakemake(workdir, "-n", "all", change={"datasets": {"nw_ucla": {"val_fraction": 0.1}}}))
-    assert changed == {"split": 2, "train_vqvae": 2, "tokenize": 2, "train_encoder": 3,
-                       "evaluate_encoder": 2, "extract_features": 3, "all": 1}
-    # A new protocol adds one split job.
+    # A split parameter reruns the splits and everything trained on them, not prepare.
+    assert plan({"datasets": {"nw_ucla": {"val_fraction": 0.1}}}) == {
+        "split": 2, "train_vqvae": 2, "tokenize": 2, **ENCODERS, **LLM_AR, **PROBE,
+        "zeroshot_summary": 2, "plot_curves": 4, **REPORT}
+    # A new protocol adds its own chain only.
     protocols = ["view2", "unseen3_seed0", "unseen2_seed1"]
-    added = planned_jobs(
-        snakemake(workdir, "-n", "all", change={"datasets": {"nw_ucla": {"protocols": protocols}}}))
-    assert added == {"split": 1, "train_vqvae": 1, "tokenize": 1, "all": 1}
+    assert plan({"datasets": {"nw_ucla": {"protocols": protocols}}}) == {
+        "split": 1, "train_vqvae": 1, "tokenize": 1, "lora": 1, "evaluate_llm_zeroshot": 1,
+        **PROBE, "zeroshot_summary": 2, "plot_curves": 1, **REPORT}
     # A prepare parameter reruns prepare and everything after it.
-    strict = planned_jobs(snakemake(workdir, "-n", "all", change={"prepare": {"strict": True}}))
-    assert strict == {"prepare": 1, "split": 2, "describe": 1, "encode_text": 1,
-                      "train_vqvae": 2, "tokenize": 2, "train_encoder": 3,
-                      "evaluate_encoder": 2, "extract_features": 3, "all": 1}
-    # A VQ-VAE loss weight reruns train-vqvae and tokenize, nothing before.
-    omega = planned_jobs(snakemake(workdir, "-n", "all", change={"vqvae": {"train": {"omega2": 0.5}}}))
-    assert omega == {"train_vqvae": 2, "tokenize": 2, "all": 1}
-    # The text encoder reruns encode-text only; request plumbing reruns nothing.
-    encoder = planned_jobs(snakemake(workdir, "-n", "all", change={
-        "knowledge": {"text_encoder": {"batch_size": 7}, "concurrency": 3}}))
-    assert encoder == {"encode_text": 1, "train_encoder": 2, "evaluate_encoder": 1,
-                       "extract_features": 2, "all": 1}
+    assert plan({"prepare": {"strict": True}}) == {
+        "prepare": 1, "split": 2, "describe": 1, "encode_text": 1, "train_vqvae": 2,
+        "tokenize": 2, **ENCODERS, **LLM_AR, **PROBE, "zeroshot_summary": 2, "plot_curves": 4,
+        **REPORT}
+    # A VQ-VAE loss weight reruns the LLM-AR chain, nothing before it and no encoder.
+    assert plan({"vqvae": {"train": {"omega2": 0.5}}}) == {
+        "train_vqvae": 2, "tokenize": 2, **LLM_AR, **PROBE, "zeroshot_summary": 2,
+        "plot_curves": 3, **REPORT}
+    # The text encoder reruns encode-text and the encoders that read text (GAP, SUGAR);
+    # request plumbing reruns nothing.
+    assert plan({"knowledge": {"text_encoder": {"batch_size": 7}, "concurrency": 3}}) == {
+        "encode_text": 1, "train_encoder": 2, "evaluate_encoder": 1, "extract_features": 2,
+        "plot_embedding": 2, "plot_curves": 1, **REPORT}
     # A GAP-only key reruns the GAP encoder and what reads it, not CE or SUGAR.
-    gap = planned_jobs(snakemake(workdir, "-n", "all", change={
-        "encoders": {"train": {"gap_weight": 0.5}}}))
-    assert gap == {"train_encoder": 1, "evaluate_encoder": 1, "extract_features": 1, "all": 1}
+    assert plan({"encoders": {"train": {"gap_weight": 0.5}}}) == {
+        "train_encoder": 1, "evaluate_encoder": 1, "extract_features": 1, "plot_embedding": 1,
+        "plot_curves": 1, **REPORT}
+    # A LoRA learning rate reruns the LoRA runs and their evaluations, not the linear probe.
+    assert plan({"lora": {"llm_ar": {"lr": 0.01}}}) == {
+        **LLM_AR, "zeroshot_summary": 1, "plot_curves": 1, **REPORT}
 
 
 def test_invalid_config_names_the_key(workdir):
