@@ -74,3 +74,11 @@ def test_protocol_errors(meta):
         make_split(meta.assign(subject=np.nan), "xsub", 8)
     with pytest.raises(ActionlmError, match="K must be between 1 and 7"):
         make_split(meta, "unseen8_seed0", 8)
+
+
+def test_split_of_an_unprepared_folder_names_the_missing_file(tmp_path):
+    from actionlm.data.splits import write_split
+
+    with pytest.raises(ActionlmError, match=r"skeletons\.parquet: no such file .*actionlm prepare"):
+        write_split(tmp_path, "xsub")
+    assert not (tmp_path / "splits").exists()

@@ -77,11 +77,11 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if not sys.stderr.isatty():  # a rule's log file: a progress line every 30 s, not per step
+        os.environ.setdefault("TQDM_MININTERVAL", "30")  # read when tqdm is imported
     names = {name for name, _, _ in STAGES}
     args = build_parser(next((a for a in argv if a in names), None)).parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    if not sys.stderr.isatty():  # a rule's log file: a progress line every 30 s, not every step
-        os.environ.setdefault("TQDM_MININTERVAL", "30")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

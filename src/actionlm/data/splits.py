@@ -123,6 +123,9 @@ def write_embedded_splits(embedded: dict[str, dict[str, str]], path: Path) -> No
 def write_split(data_dir: Path, protocol: str, *, val_fraction: float = 0.0, seed: int = 0) -> dict:
     """Write ``data_dir/splits/{protocol}.parquet``: the input file's own partition when it
     carried one under that name, otherwise computed from the samples' metadata."""
+    for name in ("skeletons.parquet", "classes.parquet", "embedded_splits.parquet"):
+        if not (data_dir / name).is_file():
+            raise ActionlmError(f"{data_dir / name}: no such file (run `actionlm prepare`)")
     meta = pq.read_table(data_dir / "skeletons.parquet",
                          columns=list(SPLIT_META_COLUMNS)).to_pandas()
     n_classes = pq.read_metadata(data_dir / "classes.parquet").num_rows
