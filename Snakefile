@@ -15,6 +15,7 @@ include: "workflow/rules/vqvae.smk"
 include: "workflow/rules/encoders.smk"
 include: "workflow/rules/lora.smk"
 include: "workflow/rules/llm_eval.smk"
+include: "workflow/rules/cross_dataset.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/ablations.smk"
 

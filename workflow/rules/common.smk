@@ -283,7 +283,7 @@ def llm_eval_args(wildcards):
     return f"--normalize {ev['normalize']} --describe-tokens {describe}"
 
 
-def eval_outputs(folder):
+def eval_outputs(folder, labels=None):
     return {
         "predictions": f"{folder}/predictions.parquet",
         "metrics": f"{folder}/metrics.json",
@@ -291,7 +291,7 @@ def eval_outputs(folder):
             f"{folder}/confusion.png",
             caption="../report/confusion.rst",
             category="Confusion matrices",
-            labels={"dataset": "{dataset}", "protocol": "{protocol}", "method": folder.split("/")[-1]},
+            labels=labels or {"dataset": "{dataset}", "protocol": "{protocol}", "method": folder.split("/")[-1]},
         ),
     }
 
@@ -331,6 +331,7 @@ def all_targets():
         targets += eval_targets(dataset)
         targets += [f"results/features/{dataset}/{protocol}/{m}/features.parquet"
                     for protocol in encoder_protocols(dataset) for m in config["encoders"]["methods"]]
+    targets += cross_dataset_targets()
     targets.append("results/report/summary.md")
     return targets
 
@@ -344,13 +345,48 @@ def eval_targets(dataset):
     return encoders + llm_eval_targets(dataset)
 
 
+# Cross-dataset zero-shot (cross_dataset.smk): the source's VQ-VAE / SUGAR encoder turn the
+# target's skeletons into results/cross/{CROSS}/, which the source's recognizer evaluates.
+CROSS = "{source}/{source_protocol}/{target}/{target_protocol}"
+CROSS_WILDCARDS = {"source": "[a-z0-9_]+", "target": "[a-z0-9_]+",
+                   "source_protocol": "[^/]+", "target_protocol": "[^/]+"}
+
+for _i, _pair in enumerate(config["cross_dataset"]):
+    for _key in ("source", "target"):
+        if _pair[_key] not in config["datasets"]:
+            raise WorkflowError(f"config: cross_dataset[{_i}].{_key} names {_pair[_key]!r}, "
+                                "which is not under `datasets`")
+
+
+def cross_eval_inputs(wildcards):
+    """The source's recognizer, the target's class table, and the target's inputs made with the
+    source's VQ-VAE (llm_ar) or SUGAR encoder (sugar)."""
+    source, target = wildcards.source, wildcards.target
+    model = f"results/models/{source}/{wildcards.source_protocol}/{wildcards.method}"
+    table = "action_sentences" if wildcards.method == "llm_ar" else "features"
+    return {"spec": f"{model}/recognizer.json", "adapter": f"{model}/adapter.safetensors",
+            "classes": f"{data_dir(target)}/classes.parquet",
+            "inputs": f"results/cross/{source}/{wildcards.source_protocol}/{target}/"
+                      f"{wildcards.target_protocol}/{table}.parquet"}
+
+
+def cross_dataset_targets():
+    """metrics.json of each configured cross-dataset evaluation (methods: llm_eval.methods
+    unless the entry lists its own); none when cross_dataset is empty."""
+    return [f"results/eval/cross/{CROSS}/{method}/metrics.json".format(**pair)
+            for pair in config["cross_dataset"]
+            for method in pair.get("methods", config["llm_eval"]["methods"])]
+
+
 # The report (report.smk): its inputs follow eval_targets, so the tables and `all` agree.
 EVAL_METRICS = re.compile(r"results/eval/(?P<dataset>[^/]+)/(?P<protocol>[^/]+)/(?P<method>[^/]+)/metrics\.json")
 LLM_METHODS = ("llm_ar", "sugar")
 
 
 def report_metrics(wildcards=None):
-    return [target for dataset in config["run_datasets"] for target in eval_targets(dataset)]
+    """Every dataset's evaluations, then the cross-dataset ones (the report's `cross` table)."""
+    return [target for dataset in config["run_datasets"] for target in eval_targets(dataset)] + \
+        cross_dataset_targets()
 
 
 def llm_ar_protocols(dataset):

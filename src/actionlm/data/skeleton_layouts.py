@@ -104,3 +104,19 @@ def layout_for_joints(n_joints: int) -> SkeletonLayout:
             return layout
     known = ", ".join(f"{lay.name} ({lay.n_joints})" for lay in LAYOUTS.values())
     raise ActionlmError(f"no skeleton layout with {n_joints} joints (known: {known})")
+
+
+def require_same_layout(data_joints: int, model_joints: int, data: object, model: object) -> None:
+    """A model reads only the skeleton layout it was trained on. Cross-dataset zero-shot feeds
+    one dataset's skeletons to another's VQ-VAE or encoder, so NTU60 -> NTU120 works but NTU
+    (25 Kinect v2 joints) -> NW-UCLA (20 Kinect v1 joints) cannot: say so in one line, naming
+    both the data and the model (and so both datasets)."""
+    if data_joints == model_joints:
+        return
+
+    def describe(n: int) -> str:
+        names = [layout.name for layout in LAYOUTS.values() if layout.n_joints == n]
+        return f"{n} joints ({names[0]})" if names else f"{n} joints"
+
+    raise ActionlmError(f"{data}: skeletons of {describe(data_joints)}, but {model} was trained "
+                        f"on {describe(model_joints)}; a model reads only its own skeleton layout")

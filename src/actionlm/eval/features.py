@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from actionlm.data.clips import load_sequences, make_clips
 from actionlm.data.features import write_features
+from actionlm.data.skeleton_layouts import LAYOUTS, require_same_layout
 from actionlm.device import autocast, select_device
 from actionlm.eval.evaluate import add_encoder_run_arguments
 from actionlm.models.encoder import load_encoder
@@ -34,6 +35,7 @@ def extract_features(model_path: Path, data_dir: Path, protocol: str, out: Path,
     """Write the table; return its (samples, steps, width)."""
     model = load_encoder(model_path, device)
     store = load_sequences(data_dir, protocol, ("train", "val", "test"), model.cfg.bodies)
+    require_same_layout(store.n_joints, LAYOUTS[model.cfg.layout].n_joints, data_dir, model_path)
     chunks = []
     with autocast(device):
         for start in tqdm(range(0, len(store), batch_size), unit="batch", desc="features"):

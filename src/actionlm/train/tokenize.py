@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
+from actionlm.data.skeleton_layouts import require_same_layout
 from actionlm.data.tensors import iter_split_tensors
 from actionlm.device import autocast, select_device
 from actionlm.io import atomic_path, with_metadata, write_json, write_parquet
@@ -149,6 +150,7 @@ def tokenize_dataset(
     ):
         chunks = iter_split_tensors(data_dir, protocol, cfg.window, None, cfg.bodies, batch_size)
         for chunk in tqdm(chunks, desc="tokenize", unit="batch"):
+            require_same_layout(chunk.joints.shape[3], cfg.joints, data_dir, vqvae_path)
             with autocast(device):
                 codes = model.tokenize(chunk.joints.to(device)).cpu()
             offsets = np.arange(0, codes.numel() + 1, cfg.tokens, dtype=np.int32)
