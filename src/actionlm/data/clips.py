@@ -22,16 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from actionlm.data.tensors import read_split_assignment
+from actionlm.data.tensors import iter_split_batches
 from actionlm.errors import ActionlmError
-
-COLUMNS = ["sample_id", "label", "n_frames", "n_bodies", "n_joints", "joints"]
 
 
 @dataclass
@@ -73,18 +68,10 @@ def pad_bodies(values: np.ndarray, n_frames: int, n_bodies: int, n_joints: int,
 def load_sequences(data_dir: str | os.PathLike, protocol: str, splits: tuple[str, ...],
                    bodies: int = 2) -> SequenceStore:
     """Every sample of ``splits`` under ``protocol``, in skeletons.parquet order."""
-    assignment = {s: name for s, name in read_split_assignment(data_dir, protocol).items()
-                  if name in splits}
-    path = Path(data_dir) / "skeletons.parquet"
-    if not path.is_file():
-        raise ActionlmError(f"{path}: no such file (run `actionlm prepare`)")
-    wanted = pa.array(list(assignment), pa.string())
-    chunks, lengths, labels, ids = [], [], [], []
+    chunks, lengths, labels, ids, split_names = [], [], [], [], []
     joint_counts: set[int] = set()
-    source = pq.ParquetFile(path)
-    for batch in tqdm(source.iter_batches(batch_size=256, columns=COLUMNS), unit="batch",
-                      total=source.metadata.num_row_groups, desc="load", leave=False, delay=2):
-        batch = batch.filter(pc.is_in(batch["sample_id"], value_set=wanted))
+    batches = iter_split_batches(data_dir, protocol, splits, rows_per_batch=256)
+    for batch, names in tqdm(batches, unit="batch", desc="load", leave=False, delay=2):
         joints = batch["joints"]
         values = joints.values.to_numpy(zero_copy_only=False)
         offsets = joints.offsets.to_numpy()
@@ -97,16 +84,15 @@ def load_sequences(data_dir: str | os.PathLike, protocol: str, splits: tuple[str
             lengths.append(n_frames)
         labels += batch["label"].to_pylist()
         ids += batch["sample_id"].to_pylist()
+        split_names += names
     if not ids:
         raise ActionlmError(
             f"{Path(data_dir) / 'splits' / f'{protocol}.parquet'}: no samples in split(s) "
             f"{', '.join(splits)}"
         )
     if len(joint_counts) != 1:
-        raise ActionlmError(f"{path}: samples have different joint counts {sorted(joint_counts)}")
-    if len(ids) != len(assignment):
-        raise ActionlmError(f"{path}: {len(assignment) - len(ids)} sample ids of the split "
-                            f"{protocol!r} are missing")
+        raise ActionlmError(f"{Path(data_dir) / 'skeletons.parquet'}: samples have different "
+                            f"joint counts {sorted(joint_counts)}")
     lengths_t = torch.tensor(lengths, dtype=torch.long)
     return SequenceStore(
         frames=torch.from_numpy(np.concatenate(chunks)),
@@ -114,7 +100,7 @@ def load_sequences(data_dir: str | os.PathLike, protocol: str, splits: tuple[str
         lengths=lengths_t,
         labels=torch.tensor(labels, dtype=torch.long),
         sample_ids=ids,
-        splits=[assignment[s] for s in ids],
+        splits=split_names,
     )
 
 

@@ -85,18 +85,15 @@ def resize_batch(batch: pa.RecordBatch, window: int, bodies: int, source: str) -
     return out.reshape(len(n_frames), window, bodies, int(n_joints[0]), 3)
 
 
-def iter_split_tensors(
+def iter_split_batches(
     data_dir: str | os.PathLike,
     protocol: str,
-    window: int,
-    splits: tuple[str, ...] | None = None,
-    bodies: int = 2,
+    splits: tuple[str, ...] | None,
     rows_per_batch: int = 512,
-) -> Iterator[SplitTensors]:
-    """Stream the samples of ``splits`` (all splits of the protocol when None) in chunks of at
-    most ``rows_per_batch``, in skeletons.parquet order."""
-    if window < 2 or bodies < 1:
-        raise ActionlmError(f"window must be >= 2 and bodies >= 1 (got {window}, {bodies})")
+) -> Iterator[tuple[pa.RecordBatch, list[str]]]:
+    """skeletons.parquet record batches (READ_COLUMNS) holding only the samples of ``splits``
+    (all splits of the protocol when None), each with its rows' split names, streamed in file
+    order; raises at the end if some of the split's sample ids were not in the file."""
     assignment = read_split_assignment(data_dir, protocol)
     if splits is not None:
         assignment = {s: name for s, name in assignment.items() if name in splits}
@@ -110,17 +107,33 @@ def iter_split_tensors(
         if batch.num_rows == 0:
             continue
         found += batch.num_rows
-        ids = batch["sample_id"].to_pylist()
-        yield SplitTensors(
-            joints=torch.from_numpy(resize_batch(batch, window, bodies, str(path))),
-            labels=torch.from_numpy(batch["label"].to_numpy().astype(np.int64)),
-            sample_ids=ids,
-            splits=[assignment[s] for s in ids],
-        )
+        yield batch, [assignment[s] for s in batch["sample_id"].to_pylist()]
     if found != len(assignment):
         raise ActionlmError(
             f"{Path(data_dir) / 'splits' / f'{protocol}.parquet'}: {len(assignment) - found} "
             f"sample ids of the requested splits are not in {path}"
+        )
+
+
+def iter_split_tensors(
+    data_dir: str | os.PathLike,
+    protocol: str,
+    window: int,
+    splits: tuple[str, ...] | None = None,
+    bodies: int = 2,
+    rows_per_batch: int = 512,
+) -> Iterator[SplitTensors]:
+    """Stream the samples of ``splits`` (all splits of the protocol when None) in chunks of at
+    most ``rows_per_batch``, in skeletons.parquet order."""
+    if window < 2 or bodies < 1:
+        raise ActionlmError(f"window must be >= 2 and bodies >= 1 (got {window}, {bodies})")
+    source = str(Path(data_dir) / "skeletons.parquet")
+    for batch, split_names in iter_split_batches(data_dir, protocol, splits, rows_per_batch):
+        yield SplitTensors(
+            joints=torch.from_numpy(resize_batch(batch, window, bodies, source)),
+            labels=torch.from_numpy(batch["label"].to_numpy().astype(np.int64)),
+            sample_ids=batch["sample_id"].to_pylist(),
+            splits=split_names,
         )
 
 

@@ -198,7 +198,14 @@ class EncoderTraining:
         if len(self.train) < 2:
             raise ActionlmError(f"{data_dir}: protocol {protocol!r} has {len(self.train)} "
                                 "training samples; need at least 2")
-        self.model_cfg = self.encoder_config(model_options, store, names, texts_path, data_dir)
+        texts = None
+        if model_options["method"] != "ce":
+            if texts_path is None:
+                raise ActionlmError(f"method {model_options['method']} needs --texts "
+                                    "(text_embeddings.parquet)")
+            texts = ClassTexts(texts_path, len(names))
+        self.model_cfg = self.encoder_config(model_options, store, names,
+                                             texts.width if texts else 0, data_dir)
         self.model = SkeletonEncoder(self.model_cfg)
         log.info("%s encoder (%s, c=%d): %d parameters, %d train / %d val samples",
                  self.model_cfg.method, self.model_cfg.backbone, self.model_cfg.base_channels,
@@ -210,8 +217,7 @@ class EncoderTraining:
             tuned = None
             if train_cfg.text_tuning == "finetune":
                 tuned = build_text_encoder(**(text_encoder or {}), device=device)
-            self.targets = LanguageTargets(self.model, ClassTexts(texts_path, len(names)),
-                                           train_cfg, tuned)
+            self.targets = LanguageTargets(self.model, texts, train_cfg, tuned)
             if tuned is not None:
                 self.extras["texts"] = self.targets.vectors
             if self.model_cfg.method == "sugar":
@@ -238,7 +244,7 @@ class EncoderTraining:
 
     @staticmethod
     def encoder_config(options: dict, store: SequenceStore, names: list[str],
-                       texts_path: Path | None, data_dir: Path) -> EncoderConfig:
+                       text_width: int, data_dir: Path) -> EncoderConfig:
         """The network for this data; a requested num_class / layout / window must fit it."""
         layout = layout_for_joints(store.n_joints).name
         if options.get("layout") not in (None, layout):
@@ -254,12 +260,6 @@ class EncoderTraining:
         if window > longest:
             raise ActionlmError(f"window {window} is longer than the longest training sequence "
                                 f"({longest} frames): it would only interpolate frames")
-        method = options["method"]
-        text_width = 0
-        if method != "ce":
-            if texts_path is None:
-                raise ActionlmError(f"method {method} needs --texts (text_embeddings.parquet)")
-            text_width = ClassTexts(texts_path, len(names)).width
         keep = {k: v for k, v in options.items() if k not in ("layout", "num_class")}
         return EncoderConfig(**{**keep, "layout": layout, "num_class": len(names),
                                 "text_width": text_width}).validate()
