@@ -6,11 +6,8 @@ not the one the source's VQ-VAE or SUGAR encoder was trained on."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,8 +23,8 @@ from actionlm.models.encoder import EncoderConfig, SkeletonEncoder, save_encoder
 from actionlm.models.vqvae import ActionVQVAE, VQVAEConfig, save_vqvae
 from actionlm.report.summary import collect_results, summary_markdown
 from actionlm.train.tokenize import tokenize_dataset
+from workflow_copy import copy_workflow, run_snakemake
 
-ROOT = Path(__file__).resolve().parents[1]
 PAIR = {"source": "synthetic", "source_protocol": "xsub", "target": "synthetic_b",
         "target_protocol": "xview"}
 CROSS_DIR = "results/cross/synthetic/xsub/synthetic_b/xview"
@@ -37,11 +34,7 @@ CROSS_EVAL = "results/eval/cross/synthetic/xsub/synthetic_b/xview"
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     """A copy of the workflow with a second synthetic dataset (another seed, other actions)."""
-    work = tmp_path_factory.mktemp("cross-workflow")
-    for name in ("Snakefile", "config.yaml"):
-        shutil.copy(ROOT / name, work / name)
-    for folder in ("workflow", "configs", "envs"):
-        shutil.copytree(ROOT / folder, work / folder)
+    work = copy_workflow(tmp_path_factory.mktemp("cross-workflow"))
     overlay = {"datasets": {"synthetic_b": {"format": "synthetic", "protocols": ["xview"],
                                             "seed": 1, "actions": list(SYNTHETIC_ACTIONS[:6])}}}
     (work / "overlay.yaml").write_text(yaml.safe_dump(overlay))
@@ -52,11 +45,8 @@ def dry_run(workdir: Path, cross: list[dict], change: dict | None = None
             ) -> subprocess.CompletedProcess:
     """`snakemake -n -p all` on config.yaml + the overlay + cross_dataset: ``cross``."""
     (workdir / "cross.yaml").write_text(yaml.safe_dump({"cross_dataset": cross, **(change or {})}))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "-p", "all", "--cores", "2", "--configfile",
-         "config.yaml", "overlay.yaml", "cross.yaml"],
-        cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+    return run_snakemake(workdir, "-n", "-p", "all",
+                         configs=("config.yaml", "overlay.yaml", "cross.yaml"), timeout=300)
 
 
 def shell_commands(result: subprocess.CompletedProcess, rule: str) -> list[str]:

@@ -4,11 +4,7 @@ the ablation targets of the workflow (planned with `snakemake -n` in a copy of t
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +15,8 @@ from actionlm.cli import main
 from actionlm.data.features import write_features
 from actionlm.report.embedding import pca_2d
 from actionlm.report.published import PUBLISHED_SOURCE
+from workflow_copy import copy_workflow, run_snakemake
 
-ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -176,19 +172,11 @@ def test_pca_map_separates_classes_and_reports_variance(tmp_path):
 
 @pytest.fixture(scope="module")
 def workflow_copy(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("workflow")
-    for name in ("Snakefile", "config.yaml"):
-        shutil.copy(ROOT / name, work / name)
-    for folder in ("workflow", "configs", "envs"):
-        shutil.copytree(ROOT / folder, work / folder)
-    return work
+    return copy_workflow(tmp_path_factory.mktemp("workflow"))
 
 
 def dry_run(work: Path, *targets: str) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "-p", "--cores", "2", *targets],
-        cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    result = run_snakemake(work, "-n", "-p", *targets, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return result.stdout
 

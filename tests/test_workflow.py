@@ -6,31 +6,25 @@ session, and the VQ-VAE is trained for one short epoch."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from workflow_copy import copy_workflow, run_snakemake
+
 pytestmark = pytest.mark.slow
 
 
 def snakemake(workdir: Path, *args: str, change: dict | None = None) -> subprocess.CompletedProcess:
     """Run Snakemake on config.yaml + overlay.yaml (+ a further overlay holding ``change``)."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     configs = ["config.yaml", "overlay.yaml"]
     if change is not None:
         (workdir / "change.yaml").write_text(yaml.safe_dump(change))
         configs.append("change.yaml")
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", *args, "--cores", "2", "--configfile", *configs],
-        cwd=workdir, env=env, capture_output=True, text=True, timeout=600,
-    )
+    return run_snakemake(workdir, *args, configs=tuple(configs))
 
 
 def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
@@ -66,11 +60,7 @@ def write_gap_files(folder: Path) -> None:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, shared, smollm2_dir) -> Path:
     """A copy of the workflow with an overlay pointing at the real NW-UCLA views, run once."""
-    work = tmp_path_factory.mktemp("workflow")
-    for name in ("Snakefile", "config.yaml"):
-        shutil.copy(ROOT / name, work / name)
-    for folder in ("workflow", "configs", "envs"):
-        shutil.copytree(ROOT / folder, work / folder)
+    work = copy_workflow(tmp_path_factory.mktemp("workflow"))
     write_gap_files(work / "gap")
     overlay = {
         "run_datasets": ["nw_ucla"],
