@@ -39,10 +39,14 @@ def make_corpus(src: Path, n: int, dest: Path) -> list[Path]:
     paths = []
     for i in range(n):
         original = originals[i % len(originals)]
-        name = f"S{1 + i // 4000:03d}C001P{1 + (i // 40) % 100:03d}R{1 + i % 40:03d}{original.stem[-4:]}"
+        name = (f"S{1 + i // 4000:03d}C001P{1 + (i // 40) % 100:03d}R{1 + i % 40:03d}"
+                f"{original.stem[-4:]}")
         path = dest / f"{name}.skeleton"
         if not path.exists():
-            os.link(original, path) if original.stat().st_dev == dest.stat().st_dev else shutil.copy(original, path)
+            if original.stat().st_dev == dest.stat().st_dev:
+                os.link(original, path)
+            else:
+                shutil.copy(original, path)
         paths.append(path)
     return paths
 
@@ -90,7 +94,8 @@ def run_pipeline_child(src: Path, out: Path, workers: int) -> dict:
         "print(json.dumps({'wall': time.perf_counter() - t, 'n': s.n_samples}))\n"
     )
     env = {**os.environ, "TQDM_DISABLE": "1"}
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                             env=env)
     peak_kb = 0
     while child.poll() is None:
         peak_kb = max(peak_kb, _tree_rss_kb(child.pid))
@@ -119,10 +124,12 @@ def main() -> None:
         mb_small = sum(p.stat().st_size for p in small) / 1e6
         mb_large = sum(p.stat().st_size for p in large) / 1e6
         print(f"cores: {os.cpu_count()}, workers: {args.workers}, "
-              f"corpus: {len(small)} files / {mb_small:.0f} MB and {len(large)} files / {mb_large:.0f} MB")
+              f"corpus: {len(small)} files / {mb_small:.0f} MB and "
+              f"{len(large)} files / {mb_large:.0f} MB")
 
         runs = {}
-        for label, folder, n_mb in (("small", tmp / "small", mb_small), ("large", tmp / "large", mb_large)):
+        for label, folder, n_mb in (("small", tmp / "small", mb_small),
+                                    ("large", tmp / "large", mb_large)):
             runs[label] = run_pipeline_child(folder, tmp / f"out-{label}", args.workers)
             runs[label]["mb"] = n_mb
 
@@ -133,12 +140,14 @@ def main() -> None:
 
     s, big = runs["small"], runs["large"]
     print(f"baseline (CTR-GCN-style, 1 thread, in this process): {len(large)} files in "
-          f"{base_wall:.2f} s = {len(large) / base_wall:.0f} files/s, {mb_large / base_wall:.1f} MB/s, "
+          f"{base_wall:.2f} s = {len(large) / base_wall:.0f} files/s, "
+          f"{mb_large / base_wall:.1f} MB/s, "
           f"{1000 * base_wall / len(large):.2f} ms/file, peak RSS {base_rss:.0f} MB")
     for label, r in runs.items():
         print(f"actionlm prepare ({label}): {r['n']} files in {r['wall']:.2f} s = "
               f"{r['n'] / r['wall']:.0f} files/s, {r['mb'] / r['wall']:.1f} MB/s, "
-              f"{1000 * r['wall'] / r['n']:.2f} ms/file, peak RSS (all processes) {r['rss_mb']:.0f} MB")
+              f"{1000 * r['wall'] / r['n']:.2f} ms/file, "
+              f"peak RSS (all processes) {r['rss_mb']:.0f} MB")
     print(f"speed-up vs baseline on the same {len(large)} files: {base_wall / big['wall']:.1f}x")
     print(f"peak RSS, {big['n']} vs {s['n']} files: {big['rss_mb']:.0f} vs {s['rss_mb']:.0f} MB "
           f"({big['rss_mb'] / s['rss_mb']:.2f}x)")

@@ -42,7 +42,8 @@ def read_bodies(path: Path) -> tuple[dict, int]:
                 colors[b, j] = np.array(fields[5:7], dtype=np.float32)
                 cursor += 1
             if body_id not in bodies:
-                bodies[body_id] = {"joints": frame[b], "colors": colors[b, None], "interval": [valid]}
+                bodies[body_id] = {"joints": frame[b], "colors": colors[b, None],
+                                   "interval": [valid]}
             else:
                 entry = bodies[body_id]
                 entry["joints"] = np.vstack((entry["joints"], frame[b]))
@@ -71,7 +72,8 @@ def denoise(bodies: dict) -> list:
         if n_noise / len(points) >= SPREAD_FRACTION:
             del bodies[key]
         else:
-            entry["motion"] = min(entry["motion"], np.sum(np.var(points[good].reshape(-1, 3), axis=0)))
+            entry["motion"] = min(entry["motion"],
+                                  np.sum(np.var(points[good].reshape(-1, 3), axis=0)))
     return sorted(bodies.values(), key=lambda e: e["motion"], reverse=True)
 
 
@@ -123,7 +125,8 @@ def translate(joints: np.ndarray) -> np.ndarray:
 def run_baseline(paths: list[Path]) -> np.ndarray:
     """All files -> one [N, max_frames, 150] array, everything held in memory as the reference."""
     raw = pickle.loads(pickle.dumps([read_bodies(p) for p in paths]))  # raw_skes_data.pkl
-    denoised = pickle.loads(pickle.dumps([denoised_joints(r) for r in raw]))  # raw_denoised_joints.pkl
+    # raw_denoised_joints.pkl, written and read back as CTR-GCN does (this process's own data)
+    denoised = pickle.loads(pickle.dumps([denoised_joints(r) for r in raw]))
     sequences = [translate(d) for d in denoised]
     aligned = np.zeros((len(sequences), max(len(s) for s in sequences), 150), dtype=np.float32)
     for k, seq in enumerate(sequences):

@@ -234,6 +234,15 @@ def test_each_method_trains_writes_its_outputs_and_evaluates(method, data_dir, t
         assert (tmp_path / "eval" / "confusion.png").stat().st_size > 0
 
 
+@pytest.mark.parametrize("parts", [1, 2, 6])
+def test_gap_trains_with_every_partition_of_table_1a(parts, data_dir, texts, tmp_path):
+    """1 = the global term alone (no part texts drawn), 2 / 6 = that many body-part groups."""
+    curves = train(data_dir, tmp_path, "gap", texts, parts=parts)
+    assert all(math.isfinite(r["loss"]) and r["contrastive"] > 0 for r in curves)
+    model = load_encoder(tmp_path / "best.safetensors")
+    assert len(model.part_heads) == 1 + (parts if parts > 1 else 0)
+
+
 def test_best_checkpoint_is_the_best_val_epoch(data_dir, tmp_path):
     curves = train(data_dir, tmp_path, "ce", train_cfg=TrainConfig(
         epochs=4, batch_size=16, lr=0.05, warmup_epochs=0, seed=2))

@@ -101,7 +101,7 @@ def workdir(tmp_path_factory, slurm, smollm2_dir) -> Path:
                        "protocols": ["xview"]},
         },
         "llm": {"name": "smollm2", "source": str(smollm2_dir)},
-        "compute": {"gpus": 1, "gpu_model": GPU_TYPE, "gpu_partition": "gpu"},
+        "compute": {"gpus": 1, "gpu_model": GPU_TYPE, "gpu_partition": "gpu", "threads": 3},
         "vqvae": {"train": {"epochs": 1, "channels": 16, "depth": 1, "codes": 64,
                             "window": 32, "batch_size": 128}},
     }
@@ -128,8 +128,9 @@ def test_jobs_run_through_sbatch_and_gpu_jobs_get_gpus(workdir, run):
     for job in (prepare, split):
         assert job["Partition"] == "cpu" and "gres/gpu" not in job["AllocTRES"]
     assert "cpu=2," in prepare["AllocTRES"] and "cpu=1," in split["AllocTRES"]
-    # The GPU job: compute.gpu_partition, one GPU of compute.gpu_model (sbatch --gpus=tgpu:1).
-    assert train["Partition"] == "gpu"
+    # The GPU job: compute.gpu_partition, one GPU of compute.gpu_model (sbatch --gpus=tgpu:1),
+    # compute.threads CPUs.
+    assert train["Partition"] == "gpu" and "cpu=3," in train["AllocTRES"]
     assert f"gres/gpu:{GPU_TYPE}=1" in train["AllocTRES"].split(",")
 
 

@@ -6,6 +6,8 @@ session, and the VQ-VAE is trained for one short epoch."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -181,6 +183,22 @@ def test_rerun_plans_nothing_and_changes_rerun_only_their_stage(workdir):
     # A LoRA learning rate reruns the LoRA runs and their evaluations, not the linear probe.
     assert plan({"lora": {"llm_ar": {"lr": 0.01}}}) == {
         **LLM_AR, "zeroshot_summary": 1, "plot_curves": 1, **REPORT}
+    # Threads, micro-batches and devices are resources: moving a run reruns nothing.
+    assert plan({"compute": {"threads": 3, "device": "cpu"}, "lora": {"micro_batch_size": 1}}) == {}
+
+
+def test_html_report_holds_every_figure_and_lint_is_clean(workdir):
+    result = snakemake(workdir, "--report", "report.html")
+    assert result.returncode == 0, result.stderr[-3000:]
+    added = re.findall(r"Adding (\S+) \(", result.stdout + result.stderr)
+    assert set(added) == {"confusion.png", "token_frequency.png", "summary.md", "summary.csv",
+                          "vqvae_curves.png", "encoder_curves.png", "lora_curves.png",
+                          "embedding_ce.png", "embedding_gap.png", "embedding_sugar.png"}
+    # ce, gap, llm_ar on view2 and the two zero-shot recognizers; one Zipf plot per protocol
+    assert added.count("confusion.png") == 5 and added.count("token_frequency.png") == 2
+    assert (workdir / "report.html").stat().st_size > 100_000
+    lint = snakemake(workdir, "--lint")
+    assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout
 
 
 def test_invalid_config_names_the_key(workdir):
@@ -190,3 +208,50 @@ def test_invalid_config_names_the_key(workdir):
     result = snakemake(workdir, "-n", "all", change={"run_datasets": ["ntu61"]})
     assert result.returncode != 0
     assert "run_datasets names ['ntu61']" in result.stdout + result.stderr
+
+
+def test_ablation_target_trains_only_the_variant_that_differs(workdir):
+    """GAP Table 1b on NW-UCLA, executed: the synonym variant is the main run's GAP encoder
+    (evaluated again, same numbers), the paragraph variant trains its own."""
+    result = snakemake(workdir, "ablation_gap_global_text")
+    assert result.returncode == 0, result.stderr[-3000:]
+    variants = workdir / "results/ablations/gap_global_text/nw_ucla/view2"
+    assert not (variants / "synonym/encoder").exists()
+    assert (variants / "paragraph/encoder/best.safetensors").exists()
+    main = json.loads((workdir / "results/eval/nw_ucla/view2/gap/metrics.json").read_text())
+    synonym = json.loads((variants / "synonym/metrics.json").read_text())
+    assert (synonym["top1"], synonym["n"]) == (main["top1"], 504)
+    paragraph = json.loads((variants / "paragraph/metrics.json").read_text())
+    table = pd.read_csv(workdir / "results/report/ablations/gap_global_text.csv")
+    ours = table[table["source"] == "this run"].set_index("method")
+    assert ours.loc["synonym", "view2 top1"] == pytest.approx(100 * synonym["top1"], abs=0.005)
+    assert ours.loc["paragraph", "view2 top1"] == pytest.approx(100 * paragraph["top1"], abs=0.005)
+    assert "GAP Table 1b" in (workdir / "results/report/ablations/gap_global_text.md").read_text()
+
+
+def test_paid_answers_survive_removing_results(tmp_path, monkeypatch):
+    """describe through the openai client and a loopback endpoint, run by Snakemake: after
+    `rm -rf results` the rebuilt table comes from resources/cache, with no request sent."""
+    from fake_openai import FakeOpenAI
+    from test_describe import gap_style
+
+    work = copy_workflow(tmp_path)
+    monkeypatch.setenv("ACTIONLM_WORKFLOW_TEST_KEY", "sk-workflow-test")
+    target = "results/knowledge/synthetic/descriptions.parquet"
+    with FakeOpenAI(gap_style) as server:
+        overlay = {"datasets": {"synthetic": {"protocols": ["xsub"],
+                                              "synthetic": {"subjects": 2, "replications": 1}}},
+                   "knowledge": {"provider": {"serve_local": False, "model": "fake-model",
+                                              "base_url": server.base_url,
+                                              "api_key_env": "ACTIONLM_WORKFLOW_TEST_KEY"}}}
+        (work / "overlay.yaml").write_text(yaml.safe_dump(overlay))
+        first = snakemake(work, target)
+        assert first.returncode == 0, first.stderr[-3000:]
+        asked = len(server.requests)
+        assert asked == 19 * 3
+        rows = pd.read_parquet(work / target)
+        shutil.rmtree(work / "results")
+        again = snakemake(work, target)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert len(server.requests) == asked
+    pd.testing.assert_frame_equal(pd.read_parquet(work / target), rows)

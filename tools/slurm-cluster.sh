@@ -4,7 +4,7 @@
 #
 #   tools/slurm-cluster.sh install  install the Debian packages that are missing (apt-get)
 #   tools/slurm-cluster.sh up       install, configure, start, wait until the node takes jobs
-#   tools/slurm-cluster.sh stop     stop the daemons this cluster started (nothing else)
+#   tools/slurm-cluster.sh stop     stop the daemons this cluster started, remove its configs
 #   tools/slurm-cluster.sh status   which of its daemons run
 #
 # The configs go where every SLURM command looks, /etc/slurm (the executor plugin drops
@@ -207,6 +207,12 @@ stop() {
   alive "$(pidfile slurmctld)" && { scancel --full --user=root 2>/dev/null || true; }
   stop_daemons slurmd slurmctld slurmdbd
   stop_daemons mariadbd munged
+  # A client config naming a stopped controller makes every SLURM command wait ~10 s for it,
+  # and so every snakemake start (the SLURM executor plugin asks `scontrol` when imported);
+  # without a config they fail at once. `up` writes them again.
+  if [ -e "$ETC/slurm.conf" ] && grep -qxF "$MARKER" "$ETC/slurm.conf"; then
+    rm -f "$ETC/slurm.conf" "$ETC/gres.conf" "$ETC/slurmdbd.conf"
+  fi
 }
 
 status() {

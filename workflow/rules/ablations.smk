@@ -20,7 +20,7 @@ rule ablation_train_encoder:
         method=lambda wc: encoder_method(ablation_method(wc)),
         args=lambda wc: encoder_flags(encoder_method(ablation_method(wc)), ablation_config(wc)),
         texts=lambda wc, input: f"--texts {input.texts}" if "texts" in input.keys() else "",
-    threads: 2
+    threads: JOB_THREADS
     resources:
         **gpu_resources(mem_mb=16000, runtime=720),
     log:
@@ -28,7 +28,7 @@ rule ablation_train_encoder:
     benchmark:
         f"results/benchmarks/{ABLATION_KEY}/train_encoder.tsv"
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/models.yaml"
     shell:
         "actionlm train-encoder --method {params.method} --data results/data/{wildcards.dataset} "
         "--protocol {wildcards.protocol} {params.texts} --out $(dirname {output.best}) "
@@ -46,13 +46,13 @@ rule ablation_extract_features:
         **ABLATION_WILDCARDS,
     params:
         interval=lambda wc: ablation_config(wc)["encoders"]["train"]["test_interval"][0],
-    threads: 2
+    threads: JOB_THREADS
     resources:
         **gpu_resources(mem_mb=8000, runtime=60),
     log:
         f"logs/{ABLATION_KEY}/extract_features.log",
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/models.yaml"
     shell:
         "actionlm extract-features --model {input.model} --data results/data/{wildcards.dataset} "
         "--protocol {wildcards.protocol} --out {output} --test-interval {params.interval} "
@@ -72,7 +72,7 @@ rule ablation_train_vqvae:
         **ABLATION_WILDCARDS,
     params:
         args=lambda wc: cli_flags(ablation_config(wc)["vqvae"]["train"]),
-    threads: 2
+    threads: JOB_THREADS
     resources:
         **gpu_resources(mem_mb=8000, runtime=240),
     log:
@@ -80,7 +80,7 @@ rule ablation_train_vqvae:
     benchmark:
         f"results/benchmarks/{ABLATION_KEY}/train_vqvae.tsv"
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/models.yaml"
     shell:
         "actionlm train-vqvae --data results/data/{wildcards.dataset} "
         "--protocol {wildcards.protocol} --llm {input.llm} --out $(dirname {output.model}) "
@@ -101,14 +101,14 @@ rule ablation_tokenize:
         **ABLATION_WILDCARDS,
     params:
         args=lambda wc: cli_flags(config["vqvae"]["tokenize"]),
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=60,
     log:
         f"logs/{ABLATION_KEY}/tokenize.log",
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/models.yaml"
     shell:
         "actionlm tokenize --data results/data/{wildcards.dataset} "
         "--protocol {wildcards.protocol} --vqvae {input.model} "
@@ -131,7 +131,7 @@ rule ablation_lora:
             f"--{key} {input[key]}" for key in ("sentences", "vqvae", "features", "descriptions")
             if key in input.keys()
         ),
-    threads: 2
+    threads: JOB_THREADS
     resources:
         micro_batch=config["lora"]["micro_batch_size"],
         launcher=distributed_launcher(),
@@ -141,7 +141,7 @@ rule ablation_lora:
     benchmark:
         f"results/benchmarks/{ABLATION_KEY}/lora.tsv"
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/models.yaml"
     shell:
         "{resources.launcher} lora --method {params.method} --llm {input.llm} --classes {input.classes} "
         "{params.inputs} --out $(dirname {output.spec}) --micro-batch-size {resources.micro_batch} "
@@ -160,7 +160,7 @@ rule ablation_evaluate:
     params:
         method=ablation_method,
         args=ablation_eval_args,
-    threads: 2
+    threads: JOB_THREADS
     resources:
         **gpu_resources(mem_mb=16000, runtime=120),
     log:
@@ -168,7 +168,7 @@ rule ablation_evaluate:
     benchmark:
         f"results/benchmarks/{ABLATION_KEY}/evaluate.tsv"
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/models.yaml"
     shell:
         "actionlm evaluate --method {params.method} --data results/data/{wildcards.dataset} "
         "--protocol {wildcards.protocol} --out $(dirname {output.metrics}) {params.args} "
@@ -192,7 +192,7 @@ rule ablation_summary:
     log:
         "logs/report/ablations/{table}.log",
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/report.yaml"
     shell:
         "actionlm report {input} --root results/ablations/{wildcards.table} --row-name variant "
         "--title 'Ablation {wildcards.table}' {params.published} --published-label {params.paper} "

@@ -25,6 +25,14 @@ if _unknown:
     raise WorkflowError(f"config: run_datasets names {_unknown}, which are not under `datasets`")
 
 
+# Threads of every rule that runs a network or the LLM (torch threads, sbatch --cpus-per-task).
+JOB_THREADS = config["compute"]["threads"]
+# On one machine, a job that continues a chain already under way (tokens, features, LoRA, LLM
+# evaluation) starts before another long training, so that the LLM evaluations overlap the
+# encoders' training instead of running last. A cluster runs every ready job at once anyway.
+CHAIN_PRIORITY = 1
+
+
 def dataset_config(dataset):
     return config["datasets"][dataset]
 

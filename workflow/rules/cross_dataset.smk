@@ -23,7 +23,7 @@ rule tokenize_cross:
         **CROSS_WILDCARDS,
     params:
         args=lambda wc: cli_flags(config["vqvae"]["tokenize"]),
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=60,
@@ -32,7 +32,7 @@ rule tokenize_cross:
     benchmark:
         f"results/benchmarks/cross/tokenize/{CROSS}.tsv"
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/models.yaml"
     shell:
         "actionlm tokenize --data results/data/{wildcards.target} "
         "--protocol {wildcards.target_protocol} --vqvae {input.model} "
@@ -51,7 +51,7 @@ rule extract_features_cross:
         **CROSS_WILDCARDS,
     params:
         interval=config["encoders"]["train"]["test_interval"][0],
-    threads: 2
+    threads: JOB_THREADS
     resources:
         **gpu_resources(mem_mb=8000, runtime=60),
     log:
@@ -59,7 +59,7 @@ rule extract_features_cross:
     benchmark:
         f"results/benchmarks/cross/extract_features/{CROSS}.tsv"
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/models.yaml"
     shell:
         "actionlm extract-features --model {input.model} --data results/data/{wildcards.target} "
         "--protocol {wildcards.target_protocol} --out {output} --test-interval {params.interval} "
@@ -78,7 +78,7 @@ rule evaluate_llm_cross:
         **CROSS_WILDCARDS,
     params:
         args=llm_eval_args,
-    threads: 2
+    threads: JOB_THREADS
     resources:
         batch=config["llm_eval"]["batch_size"],  # scores do not depend on it: no rerun
         **gpu_resources(mem_mb=16000, runtime=120),
@@ -87,7 +87,7 @@ rule evaluate_llm_cross:
     benchmark:
         f"results/benchmarks/evaluate/cross/{CROSS}/{{method}}.tsv"
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/models.yaml"
     shell:
         "actionlm evaluate --method {wildcards.method} --zero-shot "
         "--model results/models/{wildcards.source}/{wildcards.source_protocol}/{wildcards.method} "

@@ -20,7 +20,7 @@ rule prepare:
     benchmark:
         "results/benchmarks/prepare/{dataset}.tsv"
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/data.yaml"
     shell:
         "actionlm prepare --out results/data/{wildcards.dataset} --protocols none "
         "--workers {threads} {params.args} > {log} 2>&1"
@@ -43,7 +43,7 @@ rule split:
     benchmark:
         "results/benchmarks/split/{dataset}/{protocol}.tsv"
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/data.yaml"
     shell:
         "actionlm split --data results/data/{wildcards.dataset} --protocol {wildcards.protocol} "
         "--val-fraction {params.val_fraction} --seed {params.seed} > {log} 2>&1"

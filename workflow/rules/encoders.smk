@@ -15,7 +15,7 @@ rule train_encoder:
     params:
         args=encoder_args,
         texts=lambda wc, input: f"--texts {input.texts}" if "texts" in input.keys() else "",
-    threads: 2
+    threads: JOB_THREADS
     resources:
         **gpu_resources(mem_mb=16000, runtime=720),
     log:
@@ -23,7 +23,7 @@ rule train_encoder:
     benchmark:
         "results/benchmarks/train_encoder/{dataset}/{protocol}/{method}.tsv"
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/models.yaml"
     shell:
         "actionlm train-encoder --method {wildcards.method} --data results/data/{wildcards.dataset} "
         "--protocol {wildcards.protocol} {params.texts} "
@@ -49,7 +49,7 @@ rule evaluate_encoder:
         method="ce|gap",
     params:
         interval=config["encoders"]["train"]["test_interval"][0],
-    threads: 2
+    threads: JOB_THREADS
     resources:
         **gpu_resources(mem_mb=8000, runtime=60),
     log:
@@ -57,7 +57,7 @@ rule evaluate_encoder:
     benchmark:
         "results/benchmarks/evaluate/{dataset}/{protocol}/{method}.tsv"
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/models.yaml"
     shell:
         "actionlm evaluate --method {wildcards.method} --model {input.model} "
         "--data results/data/{wildcards.dataset} --protocol {wildcards.protocol} "
@@ -77,7 +77,8 @@ rule extract_features:
         method="ce|gap|sugar",
     params:
         interval=config["encoders"]["train"]["test_interval"][0],
-    threads: 2
+    priority: CHAIN_PRIORITY
+    threads: JOB_THREADS
     resources:
         **gpu_resources(mem_mb=8000, runtime=60),
     log:
@@ -85,7 +86,7 @@ rule extract_features:
     benchmark:
         "results/benchmarks/extract_features/{dataset}/{protocol}/{method}.tsv"
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/models.yaml"
     shell:
         "actionlm extract-features --model {input.model} --data results/data/{wildcards.dataset} "
         "--protocol {wildcards.protocol} --out {output} --test-interval {params.interval} "

@@ -9,7 +9,7 @@ rule describe:
         "results/knowledge/{dataset}/descriptions.parquet",
     params:
         args=describe_args,
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=4000,
         runtime=120,
@@ -19,7 +19,7 @@ rule describe:
     benchmark:
         "results/benchmarks/describe/{dataset}.tsv"
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/knowledge.yaml"
     shell:
         "actionlm describe --classes {input.classes} --out {output} "
         "{params.args} --cache-dir {resources.llm_cache} --concurrency {resources.llm_concurrency} "
@@ -35,7 +35,7 @@ rule describe_visual:
         frames=directory("results/knowledge/{dataset}/visual_frames"),
     params:
         args=visual_args,
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=240,
@@ -45,7 +45,7 @@ rule describe_visual:
     benchmark:
         "results/benchmarks/describe_visual/{dataset}.tsv"
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/knowledge.yaml"
     shell:
         "actionlm describe-visual --classes {input.classes} --skeletons {input.skeletons} "
         "--out {output.table} --save-frames {output.frames} {params.args} "
@@ -60,7 +60,7 @@ rule encode_text:
         "results/knowledge/{dataset}/text_embeddings.parquet",
     params:
         args=encode_text_args,
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=60,
@@ -69,6 +69,6 @@ rule encode_text:
     benchmark:
         "results/benchmarks/encode_text/{dataset}.tsv"
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/knowledge.yaml"
     shell:
         "actionlm encode-text --descriptions {input} --out {output} {params.args} > {log} 2>&1"

@@ -8,7 +8,7 @@ rule prepare_llm:
     params:
         source=config["llm"]["source"],
         dtype=config["llm"]["dtype"],
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=60,
@@ -17,7 +17,7 @@ rule prepare_llm:
     benchmark:
         "results/benchmarks/prepare_llm/{llm}.tsv"
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/models.yaml"
     shell:
         "actionlm prepare-llm --source {params.source:q} --dtype {params.dtype} "
         "--out {output} > {log} 2>&1"

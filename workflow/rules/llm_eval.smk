@@ -14,7 +14,8 @@ rule evaluate_llm:
         protocol=r"(?!unseen)[^/]+",
     params:
         args=llm_eval_args,
-    threads: 2
+    priority: CHAIN_PRIORITY
+    threads: JOB_THREADS
     resources:
         batch=config["llm_eval"]["batch_size"],  # scores do not depend on it: no rerun
         **gpu_resources(mem_mb=16000, runtime=120),
@@ -23,7 +24,7 @@ rule evaluate_llm:
     benchmark:
         "results/benchmarks/evaluate/{dataset}/{protocol}/{method}.tsv"
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/models.yaml"
     shell:
         "actionlm evaluate --method {wildcards.method} "
         "--model results/models/{wildcards.dataset}/{wildcards.protocol}/{wildcards.method} "
@@ -43,7 +44,8 @@ rule evaluate_llm_zeroshot:
         protocol=r"unseen\d+_seed\d+",
     params:
         args=llm_eval_args,
-    threads: 2
+    priority: CHAIN_PRIORITY
+    threads: JOB_THREADS
     resources:
         batch=config["llm_eval"]["batch_size"],
         **gpu_resources(mem_mb=16000, runtime=120),
@@ -52,7 +54,7 @@ rule evaluate_llm_zeroshot:
     benchmark:
         "results/benchmarks/evaluate/{dataset}/zeroshot/{protocol}/{method}.tsv"
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/models.yaml"
     shell:
         "actionlm evaluate --method {wildcards.method} --zero-shot "
         "--model results/models/{wildcards.dataset}/{wildcards.protocol}/{wildcards.method} "
@@ -70,7 +72,7 @@ rule evaluate_linear_probe_zeroshot:
     wildcard_constraints:
         source="llm_ar|sugar",
         protocol=r"unseen\d+_seed\d+",
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=30,
@@ -79,7 +81,7 @@ rule evaluate_linear_probe_zeroshot:
     benchmark:
         "results/benchmarks/evaluate/{dataset}/zeroshot/{protocol}/{source}_linear.tsv"
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/models.yaml"
     shell:
         "actionlm evaluate --method linear_probe --zero-shot "
         "--data results/data/{wildcards.dataset} --protocol {wildcards.protocol} "
@@ -98,6 +100,6 @@ rule zeroshot_summary:
     log:
         "logs/zeroshot_summary/{dataset}/unseen{k}/{method}.log",
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/models.yaml"
     shell:
         "actionlm zeroshot-summary {input} --out {output} > {log} 2>&1"

@@ -17,7 +17,8 @@ rule lora:
             f"--{key} {input[key]}" for key in ("sentences", "vqvae", "features", "descriptions")
             if key in input.keys()
         ),
-    threads: 2
+    priority: CHAIN_PRIORITY
+    threads: JOB_THREADS
     resources:
         # micro_batch_size only trades memory for passes (same result): a resource, no rerun
         micro_batch=config["lora"]["micro_batch_size"],
@@ -28,7 +29,7 @@ rule lora:
     benchmark:
         "results/benchmarks/lora/{dataset}/{protocol}/{method}.tsv"
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/models.yaml"
     shell:
         "{resources.launcher} lora --method {wildcards.method} --llm {input.llm} --classes {input.classes} "
         "{params.inputs} --out results/models/{wildcards.dataset}/{wildcards.protocol}/{wildcards.method} "

@@ -21,7 +21,7 @@ rule report:
     log:
         "logs/report/summary.log",
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/report.yaml"
     shell:
         "actionlm report {input.metrics} --root results/eval --papers "
         "--figures {input.figures} --title 'actionlm results' "
@@ -47,7 +47,7 @@ rule plot_curves:
     log:
         "logs/report/{dataset}/{protocol}/{kind}_curves.log",
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/report.yaml"
     shell:
         "actionlm plot-curves {input} --kind {wildcards.kind} --out {output} "
         "--title '{wildcards.kind}: {wildcards.dataset} / {wildcards.protocol}' > {log} 2>&1"
@@ -73,7 +73,7 @@ rule plot_embedding:
     log:
         "logs/report/{dataset}/{protocol}/embedding_{method}.log",
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/report.yaml"
     shell:
         "actionlm plot-embedding --features {input.features} --classes {input.classes} "
         "--split test --out {output} --title '{wildcards.method} encoder, "

@@ -13,7 +13,7 @@ rule train_vqvae:
         config="results/models/{dataset}/{protocol}/vqvae/config.json",
     params:
         args=lambda wc: cli_flags(config["vqvae"]["train"]),
-    threads: 2
+    threads: JOB_THREADS
     resources:
         **gpu_resources(mem_mb=8000, runtime=240),
     log:
@@ -21,7 +21,7 @@ rule train_vqvae:
     benchmark:
         "results/benchmarks/train_vqvae/{dataset}/{protocol}.tsv"
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/models.yaml"
     shell:
         "actionlm train-vqvae --data results/data/{wildcards.dataset} "
         "--protocol {wildcards.protocol} --llm {input.llm} "
@@ -46,7 +46,8 @@ rule tokenize:
         ),
     params:
         args=lambda wc: cli_flags(config["vqvae"]["tokenize"]),
-    threads: 2
+    priority: CHAIN_PRIORITY
+    threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=60,
@@ -55,7 +56,7 @@ rule tokenize:
     benchmark:
         "results/benchmarks/tokenize/{dataset}/{protocol}.tsv"
     conda:
-        "../../envs/actionlm.yaml"
+        "../../envs/models.yaml"
     shell:
         "actionlm tokenize --data results/data/{wildcards.dataset} "
         "--protocol {wildcards.protocol} --vqvae {input.model} "
