@@ -122,7 +122,7 @@ def test_a_cut_answer_keeps_its_complete_part_when_the_request_can_trim(server, 
 
     server.script(Reply(content="One. Two. Thr", finish_reason="length"),
                   Reply(content="no period at all", finish_reason="length"), GOOD)
-    client = make_client(server, tmp_path)
+    client = make_client(server, tmp_path, concurrency=1)  # scripted replies go in arrival order
     [kept, refused_then_good] = client.run([ask("a", trim_truncated=upto_last_period),
                                             ask("b", trim_truncated=upto_last_period)])
     assert kept.text == "One. Two." and refused_then_good.text == "good answer"
