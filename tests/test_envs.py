@@ -32,10 +32,12 @@ def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
 def pyproject_pins() -> dict[str, str]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     return {normalize(Requirement(r).name): str(Requirement(r).specifier)
-            for r in project["dependencies"]}
+            for r in PROJECT["dependencies"]}
 
 
 def env_pins(path: Path) -> dict[str, str]:
@@ -117,8 +119,7 @@ def test_env_pins_are_pyproject_pins_and_cover_it():
         covered |= set(pins)
         env = yaml.safe_load(path.read_text())
         python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))
-        assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"] \
-            == ">=" + python.split("=")[1]
+        assert PROJECT["requires-python"] == ">=" + python.split("=")[1], path.name
     assert covered == set(wanted), "pyproject packages that no env and no workflow tool holds"
 
 
