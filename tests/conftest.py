@@ -30,6 +30,18 @@ def smollm2_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def small_ntu_data(tmp_path_factory) -> Path:
+    """The synthetic NTU-format dataset (2 subjects, 1 replication: 114 samples, xview split)
+    through the real prepare stage; read-only for the tests that share it."""
+    from actionlm.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("small") / "results/data/synthetic"
+    prepare("synthetic", None, out, dataset=None, protocols=["xview"], workers=1,
+            synthetic={"n_subjects": 2, "n_replications": 1})
+    return out
+
+
 TINY_LLM_WORDS = (
     "system user assistant given a sequence of action tokens please predict the corresponding "
     "action choose one drink water pickup throw sit down stand up head hand arm hip leg foot "

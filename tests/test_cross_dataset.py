@@ -15,7 +15,6 @@ import torch
 import yaml
 
 from actionlm.cli import main
-from actionlm.data.prepare import prepare
 from actionlm.data.synthetic import SYNTHETIC_ACTIONS
 from actionlm.errors import ActionlmError
 from actionlm.eval.features import extract_features
@@ -120,30 +119,21 @@ def test_report_tabulates_cross_results_in_their_own_table(tmp_path):
 # --- skeleton layouts ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ntu_data(tmp_path_factory) -> Path:
-    """A small prepared NTU-format (25-joint) dataset: the target."""
-    out = tmp_path_factory.mktemp("cross") / "results/data/synthetic"
-    prepare("synthetic", None, out, dataset=None, protocols=["xview"], workers=1,
-            synthetic={"n_subjects": 2, "n_replications": 1})
-    return out
-
-
-def test_tokenize_refuses_a_vqvae_of_another_skeleton_layout(ntu_data, tmp_path):
+def test_tokenize_refuses_a_vqvae_of_another_skeleton_layout(small_ntu_data, tmp_path):
     """A VQ-VAE trained on NW-UCLA's 20 Kinect v1 joints cannot read NTU's 25."""
     weights = tmp_path / "results/models/nw_ucla/view2/vqvae/vqvae.safetensors"
     weights.parent.mkdir(parents=True)
     save_vqvae(ActionVQVAE(VQVAEConfig(width=8, joints=20, window=8, codes=4, channels=8,
                                        depth=0)), weights)
     with pytest.raises(ActionlmError) as err:
-        tokenize_dataset(ntu_data, "xview", weights, tmp_path / "tokens", device_name="cpu")
+        tokenize_dataset(small_ntu_data, "xview", weights, tmp_path / "tokens", device_name="cpu")
     message = str(err.value)
-    assert str(ntu_data) in message and str(weights) in message
+    assert str(small_ntu_data) in message and str(weights) in message
     assert "25 joints (ntu25)" in message and "20 joints (kinect_v1_20)" in message
     assert not (tmp_path / "tokens/action_sentences.parquet").exists()
 
 
-def test_extract_features_refuses_an_encoder_of_another_skeleton_layout(ntu_data, tmp_path,
+def test_extract_features_refuses_an_encoder_of_another_skeleton_layout(small_ntu_data, tmp_path,
                                                                         capsys):
     weights = tmp_path / "results/models/nw_ucla/view2/encoders/sugar/best.safetensors"
     weights.parent.mkdir(parents=True)
@@ -152,9 +142,9 @@ def test_extract_features_refuses_an_encoder_of_another_skeleton_layout(ntu_data
                                                text_width=8)), weights)
     out = tmp_path / "features.parquet"
     with pytest.raises(ActionlmError, match=r"25 joints \(ntu25\).*20 joints \(kinect_v1_20\)"):
-        extract_features(weights, ntu_data, "xview", out, torch.device("cpu"))
+        extract_features(weights, small_ntu_data, "xview", out, torch.device("cpu"))
     # the CLI prints it as one line naming both datasets' files (exit 2), no traceback
-    assert main(["extract-features", "--model", str(weights), "--data", str(ntu_data),
+    assert main(["extract-features", "--model", str(weights), "--data", str(small_ntu_data),
                  "--protocol", "xview", "--out", str(out), "--device", "cpu"]) == 2
     error = capsys.readouterr().err
     assert "Traceback" not in error and "nw_ucla" in error and "results/data/synthetic" in error

@@ -170,10 +170,9 @@ class LanguageTargets(nn.Module):
         """GAP: [B, 1 + P, D] (a random global text, then the parts); SUGAR: [B, n, D]."""
         if self.method == "gap":
             chosen = self.vectors(self.global_pool.sample(labels, 1, generator))
-            if not self.part_pools:  # partition 1: the global term alone
-                return chosen
-            parts = [self.vectors.means(pool, labels) for pool in self.part_pools]
-            return torch.cat([chosen, torch.stack(parts, 1).to(chosen.device)], 1)
+            parts = [self.vectors.means(pool, labels)[:, None].to(chosen.device)
+                     for pool in self.part_pools]  # none for partition 1 (global term alone)
+            return torch.cat([chosen, *parts], 1)
         return self.vectors(self.pool.sample(labels, self.positives, generator))
 
     @torch.no_grad()
