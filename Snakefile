@@ -1,5 +1,6 @@
 # actionlm: skeleton action recognition with language models (GAP, LLM-AR, SUGAR).
-# Entry point: config, validation, rule files, `rule all`. Stage logic lives in src/actionlm.
+# One rule per `actionlm` command; every variant of a stage (main run, ablation variant,
+# cross-dataset source) is a run of the same rules (src/actionlm/pipeline: paths, runs, flags).
 
 configfile: "config.yaml"
 
@@ -14,13 +15,11 @@ include: "workflow/rules/knowledge.smk"
 include: "workflow/rules/vqvae.smk"
 include: "workflow/rules/encoders.smk"
 include: "workflow/rules/lora.smk"
-include: "workflow/rules/llm_eval.smk"
-include: "workflow/rules/cross_dataset.smk"
+include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
-include: "workflow/rules/ablations.smk"
 
 
 rule all:
     input:
-        all_targets(),
+        targets.all_targets(PIPE),
     default_target: True

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from actionlm.data.clips import SequenceStore, load_sequences, make_clips
 from actionlm.data.prepare import prepare
+from actionlm.data.split_files import SplitFiles
 
 MAX_FRAMES = 300
 
@@ -114,7 +115,7 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as scratch:
         data, protocol = dataset(args, Path(scratch))
-        store = load_sequences(data, protocol, ("train",))
+        store = load_sequences(SplitFiles.prepared(data, protocol), ("train",))
     padded = padded_array(store)
     feeder = PerSampleFeeder(padded, store.labels.numpy(), args.window, (0.95,), 0.0)
     reference = torch.from_numpy(np.stack([feeder[i][0] for i in range(len(store))]))

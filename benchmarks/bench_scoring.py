@@ -23,8 +23,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from actionlm.data.classes import NTU120_CLASS_NAMES, NW_UCLA_CLASSES
+from actionlm.data.prepare_llm import DEFAULT_SOURCE, llm_model_dir, prepare_llm
 from actionlm.device import autocast, select_device
-from actionlm.llm.prepare_llm import DEFAULT_SOURCE, llm_model_dir, prepare_llm
 from actionlm.llm.scoring import (
     chat_prompt_embeddings,
     generate_answers,

@@ -23,8 +23,8 @@ import openai
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from actionlm.data.prepare_llm import DEFAULT_SOURCE, llm_model_dir, prepare_llm
 from actionlm.knowledge.serve import serve_model, served_model_name
-from actionlm.llm.prepare_llm import DEFAULT_SOURCE, llm_model_dir, prepare_llm
 
 TOKENS = 60
 MESSAGES = [{"role": "user", "content": "Describe step by step how the arms and hands move when "

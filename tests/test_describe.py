@@ -10,12 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from actionlm.cli import main
+from actionlm.data.skeleton_layouts import BODY_PARTS
 from actionlm.errors import ActionlmError, InputError
 from actionlm.io import table_metadata
 from actionlm.knowledge import describe
 from actionlm.knowledge.client import InvalidAnswer
 from actionlm.knowledge.describe import (
-    PARTS,
     Prompts,
     import_gap,
     parse_paragraph,
@@ -82,7 +82,7 @@ def spec():
 )
 def test_parts_parse_from_the_shapes_small_models_write(answer, spec):
     parts = parse_parts(answer, spec["part"])
-    assert list(parts) == list(PARTS)
+    assert list(parts) == list(BODY_PARTS)
     assert "grip" in parts["hand"] and "cup" in parts["arm"]
     assert all(text.split()[-1].rstrip(".").startswith(("tilt", "stay", "cup")) for text in parts.values())
 
@@ -240,7 +240,7 @@ def test_describe_writes_gap_rows_and_reruns_from_cache(classes_file, tmp_path, 
             mine = [r for r in rows if r["class_id"] == label]
             assert {r["class_name"] for r in mine} == {name}
             parts = [r for r in mine if r["kind"] == "part"]
-            assert [r["part"] for r in parts] == list(PARTS)
+            assert [r["part"] for r in parts] == list(BODY_PARTS)
             assert parts[1]["text"] == f"hand grips the {' '.join(name.split())}"
             assert len([r for r in mine if r["kind"] == "synonym"]) == 4
             assert all(r["part"] is None for r in mine if r["kind"] != "part")
@@ -358,7 +358,7 @@ def test_allow_incomplete_marks_what_failed_and_asks_failed_parts_one_by_one(
         ("synonym", "fallback/label-name")]
     assert [r["text"] for r in drink if r["source"] == "fallback/label-name"] == ["drink water"]
     assert [r["text"] for r in drink if r["kind"] == "part"] == [
-        f"{part} follows drink water" for part in PARTS]
+        f"{part} follows drink water" for part in BODY_PARTS]
     assert all(r["request_hash"] for r in rows if r["source"] != "fallback/label-name")
     assert table_metadata(pq.read_table(out), "fallbacks") == ["'drink water' (synonym)"]
     assert "1 texts are the class name" in caplog.text

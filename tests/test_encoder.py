@@ -23,11 +23,18 @@ from actionlm.data.clips import load_sequences, make_clips
 from actionlm.data.features import read_features
 from actionlm.data.prepare import prepare
 from actionlm.data.skeleton_layouts import KINECT_V1_20, NTU25
+from actionlm.data.split_files import SplitFiles
 from actionlm.errors import ActionlmError
 from actionlm.eval.evaluate import evaluate_encoder
 from actionlm.eval.features import extract_features
 from actionlm.io import with_metadata, write_parquet
-from actionlm.models.encoder import EncoderConfig, SkeletonEncoder, load_encoder, parameter_count
+from actionlm.models.encoder import (
+    EncoderConfig,
+    SkeletonEncoder,
+    accuracy,
+    load_encoder,
+    parameter_count,
+)
 from actionlm.models.encoder_losses import MultiPartContrastiveLoss, mil_nce_loss
 from actionlm.models.graph import spatial_adjacency
 from actionlm.text.encode import EMBEDDING_SCHEMA
@@ -74,9 +81,14 @@ def texts(data_dir, tmp_path_factory) -> Path:
     return text_table(tmp_path_factory.mktemp("texts") / "text_embeddings.parquet", range(19))
 
 
+def xview(data_dir: Path) -> SplitFiles:
+    return SplitFiles.prepared(data_dir, "xview")
+
+
 def train(data_dir, out, method, texts=None, train_cfg=FAST, **options):
-    training = EncoderTraining(data_dir, "xview", out, {"method": method, **TINY, **options},
-                               train_cfg, texts, torch.device("cpu"))
+    training = EncoderTraining(xview(data_dir), data_dir / "classes.parquet", out,
+                               {"method": method, **TINY, **options}, train_cfg, texts,
+                               torch.device("cpu"))
     return training.run(checkpoint_every=0)
 
 
@@ -135,7 +147,7 @@ def test_gap_part_embeddings_pool_exactly_their_joint_groups():
 
 
 def test_test_clips_equal_ctrgcn_per_sample_crop_and_bilinear_resize(data_dir):
-    store = load_sequences(data_dir, "xview", ("test",))
+    store = load_sequences(xview(data_dir), ("test",))
     clips = make_clips(store, torch.arange(len(store)), 20, (0.95,))
     for i in range(len(store)):
         n = int(store.lengths[i])
@@ -149,7 +161,7 @@ def test_test_clips_equal_ctrgcn_per_sample_crop_and_bilinear_resize(data_dir):
 
 
 def test_training_clips_are_reproducible_in_range_and_rotation_keeps_bone_lengths(data_dir):
-    store = load_sequences(data_dir, "xview", ("train",))
+    store = load_sequences(xview(data_dir), ("train",))
     index = torch.arange(len(store))
 
     def clips(seed, rotate=0.0):
@@ -217,16 +229,20 @@ def test_each_method_trains_writes_its_outputs_and_evaluates(method, data_dir, t
     assert (table.contrastive > 0).all() == (method != "ce")
     model = load_encoder(out / "best.safetensors")
     assert model.cfg.method == method and model.cfg.num_class == 19
-    assert json.loads((out / "config.json").read_text())["model"]["method"] == method
-    features = extract_features(out / "best.safetensors", data_dir, "xview",
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["method"] == method and config["data"]["protocol"] == "xview"
+    features = extract_features(out / "best.safetensors", xview(data_dir),
                                 tmp_path / "features.parquet", torch.device("cpu"))
     table = read_features(tmp_path / "features.parquet")
+    assert table.encoder["protocol"] == "xview"
     splits = pq.read_table(data_dir / "splits" / "xview.parquet").to_pandas()
     assert sorted(table.sample_ids) == sorted(splits.sample_id)
     assert features[1:] == ((TINY["window"] // 4, 32) if method == "sugar" else (1, 32))
     if method != "sugar":
-        metrics = evaluate_encoder(out / "best.safetensors", data_dir, "xview", tmp_path / "eval",
+        metrics = evaluate_encoder(out / "best.safetensors", xview(data_dir),
+                                   data_dir / "classes.parquet", tmp_path / "eval",
                                    torch.device("cpu"), 0.95, 64)
+        assert metrics["protocol"] == "xview" and metrics["method"] == method
         predictions = pd.read_parquet(tmp_path / "eval" / "predictions.parquet")
         assert len(predictions) == metrics["n"] == (splits.split == "test").sum()
         assert metrics["top1"] == pytest.approx(predictions.correct.mean())
@@ -248,17 +264,17 @@ def test_best_checkpoint_is_the_best_val_epoch(data_dir, tmp_path):
         epochs=4, batch_size=16, lr=0.05, warmup_epochs=0, seed=2))
     best_epoch = int(np.argmax([r["val_top1"] for r in curves]))
     model = load_encoder(tmp_path / "best.safetensors")
-    store = load_sequences(data_dir, "xview", ("val",))
-    from actionlm.train.encoder import accuracy
-
+    store = load_sequences(xview(data_dir), ("val",))
     assert accuracy(model, store, 16, (0.95,), torch.device("cpu")) == pytest.approx(
         curves[best_epoch]["val_top1"])
 
 
 def _train_cli(data_dir, texts, out: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "actionlm.cli", "train-encoder", "--method", "gap", "--data",
-         str(data_dir), "--protocol", "xview", "--texts", str(texts), "--out", str(out),
+        [sys.executable, "-m", "actionlm.cli", "train-encoder", "--method", "gap",
+         "--skeletons", str(data_dir / "skeletons.parquet"),
+         "--split", str(data_dir / "splits" / "xview.parquet"),
+         "--classes", str(data_dir / "classes.parquet"), "--texts", str(texts), "--out", str(out),
          "--base-channels", "8", "--window", "16", "--epochs", "3", "--batch-size", "16",
          "--warmup-epochs", "1", "--lr", "0.05", "--seed", "1", "--dropout", "0.3",
          "--rotate", "0.2", "--checkpoint-every", "1", "--threads", "1", "--device", "cpu"],
@@ -289,16 +305,13 @@ def test_config_that_does_not_fit_the_data_is_refused(options, message, data_dir
 
 
 def test_empty_split_is_refused(data_dir, tmp_path):
-    folder = tmp_path / "data"
-    folder.mkdir()
-    for name in ("skeletons.parquet", "classes.parquet"):
-        (folder / name).symlink_to(data_dir / name)
-    (folder / "splits").mkdir()
     splits = pq.read_table(data_dir / "splits" / "xview.parquet").to_pandas()
     splits["split"] = "test"
-    splits.to_parquet(folder / "splits" / "xview.parquet")
-    with pytest.raises(ActionlmError, match="no samples in split"):
-        train(folder, tmp_path / "out", "ce")
+    splits.to_parquet(tmp_path / "all_test.parquet")
+    files = SplitFiles(data_dir / "skeletons.parquet", tmp_path / "all_test.parquet")
+    with pytest.raises(ActionlmError, match=r"all_test\.parquet: no samples in split"):
+        EncoderTraining(files, data_dir / "classes.parquet", tmp_path / "out",
+                        {"method": "ce", **TINY}, FAST, None, torch.device("cpu"))
 
 
 def test_text_table_missing_classes_is_refused(data_dir, tmp_path):
@@ -352,13 +365,23 @@ def test_gap_fine_tunes_the_bundled_text_encoder_that_made_the_table(data_dir, t
     tuned = TrainConfig(epochs=1, batch_size=16, lr=0.05, warmup_epochs=0, seed=1,
                         text_tuning="finetune", text_lr=1e-3)
     spec = {"backend": "sentence-transformers", "model": "bundled", "pretrained": "none"}
-    training = EncoderTraining(data_dir, "xview", tmp_path / "out", {"method": "gap", **TINY},
-                               tuned, tmp_path / "minilm.parquet", torch.device("cpu"), spec)
+    training = EncoderTraining(xview(data_dir), data_dir / "classes.parquet", tmp_path / "out",
+                               {"method": "gap", **TINY}, tuned, tmp_path / "minilm.parquet",
+                               torch.device("cpu"), spec)
     before = {k: v.clone() for k, v in training.extras["texts"].state_dict().items()}
     curves = training.run(checkpoint_every=0)
     assert math.isfinite(curves[0]["contrastive"])
     after = training.extras["texts"].state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
     with pytest.raises(ActionlmError, match="embedded with 'test'"):
-        EncoderTraining(data_dir, "xview", tmp_path / "other", {"method": "gap", **TINY},
-                        tuned, texts, torch.device("cpu"), spec)
+        EncoderTraining(xview(data_dir), data_dir / "classes.parquet", tmp_path / "other",
+                        {"method": "gap", **TINY}, tuned, texts, torch.device("cpu"), spec)
+
+
+def test_evaluating_an_encoder_needs_its_skeletons_and_split(data_dir, tmp_path, capsys):
+    from actionlm.cli import main
+
+    assert main(["evaluate", "--method", "gap", "--model", str(tmp_path / "best.safetensors"),
+                 "--classes", str(data_dir / "classes.parquet"), "--out", str(tmp_path),
+                 "--split", str(data_dir / "splits" / "xview.parquet")]) == 2
+    assert "--method gap needs --skeletons (skeletons.parquet)" in capsys.readouterr().err

@@ -151,6 +151,12 @@ def test_every_rule_runs_in_an_env_holding_what_its_stage_imports():
     assert checked == set(modules), f"stages no rule runs: {set(modules) - checked}"
 
 
+def test_each_command_is_run_by_one_rule():
+    """Every variant of a stage (main run, ablation, cross-dataset) goes through one rule."""
+    stages = [stage for _, _, stage, _ in rules_with_commands()]
+    assert sorted(stages) == sorted(set(stages))
+
+
 def test_import_closure_follows_actionlm_modules():
     """The check above is only as good as the import walk: a stage that reaches torch only
     through another actionlm module must still report it."""

@@ -15,8 +15,8 @@ import torch
 
 from actionlm.data.features import write_features
 from actionlm.errors import ActionlmError
+from actionlm.eval.llm import add_llm_arguments, evaluate_llm
 from actionlm.io import table_metadata, with_metadata, write_parquet
-from actionlm.llm.evaluate import add_llm_arguments, evaluate_llm
 from actionlm.llm.recognizer import (
     LoraSettings,
     Recognizer,
@@ -68,7 +68,7 @@ def write_sentences(path, zero_shot: bool):
         "label": pa.array([lab for lab, _ in rows], pa.int16()),
         "tokens": pa.array(tokens, pa.list_(pa.int16())),
         "n_tokens": pa.array([5] * len(rows), pa.int16()),
-    }, schema=with_metadata(SENTENCE_SCHEMA, codes=CODES, vqvae="none")), path)
+    }, schema=with_metadata(SENTENCE_SCHEMA, codes=CODES, vqvae="none", protocol="p")), path)
     return path
 
 
@@ -87,12 +87,11 @@ def write_feature_table(path, zero_shot: bool, per_class: int = 3):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tiny_llm):
     root = tmp_path_factory.mktemp("eval")
-    (root / "data").mkdir()
     write_parquet(pa.table({"label": pa.array(range(len(CLASSES)), pa.int16()),
                             "class_name": CLASSES, "native_id": list(range(1, 9))}),
-                  root / "data" / "classes.parquet")
+                  root / "classes.parquet")
     return {
-        "root": root, "data": root / "data",
+        "root": root, "classes": root / "classes.parquet",
         "llm_ar": save_recognizer(root / "llm_ar", tiny_llm(0), "llm_ar"),
         "sugar": save_recognizer(root / "sugar", tiny_llm(0), "sugar"),
         "sentences": write_sentences(root / "sentences.parquet", zero_shot=False),
@@ -107,8 +106,8 @@ def eval_args(setup, out, method, inputs, *extra):
     parser = argparse.ArgumentParser()
     add_llm_arguments(parser)
     args = parser.parse_args(list(extra))
-    args.__dict__.update(method=method, model=setup.get(method), data=setup["data"],
-                         protocol="p", inputs=setup[inputs], out=out, device="cpu", batch_size=4)
+    args.__dict__.update(method=method, model=setup.get(method), classes=setup["classes"],
+                         inputs=setup[inputs], out=out, device="cpu", batch_size=4)
     return args
 
 
@@ -130,7 +129,8 @@ def test_closed_set_ranks_every_class_once(setup, tmp_path):
     assert table["pred"].to_pylist() == expected.argmax(1).tolist()
     assert [t[:5] for t in table["top5"].to_pylist()] == expected.topk(5).indices.tolist()
     assert metrics["top1"] == pytest.approx(np.mean(expected.argmax(1).numpy() == test["label"]))
-    assert json.loads((tmp_path / "metrics.json").read_text())["normalize"] == "sum"
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["normalize"] == "sum" and written["protocol"] == "p"
 
 
 def test_zero_shot_ranks_the_held_out_classes_listed_in_the_prompt(setup, tmp_path):
@@ -147,8 +147,11 @@ def test_zero_shot_ranks_the_held_out_classes_listed_in_the_prompt(setup, tmp_pa
 
 
 def test_sugar_generates_its_description_beside_the_ranking(setup, tmp_path):
-    evaluate_llm(eval_args(setup, tmp_path, "sugar", "features", "--describe-tokens", "3",
-                           "--normalize", "mean"))
+    args = eval_args(setup, tmp_path, "sugar", "features", "--describe-tokens", "3",
+                     "--normalize", "mean")
+    args.model = setup["sugar"] / "recognizer.json"  # the folder or its recognizer.json
+    metrics = evaluate_llm(args)
+    assert "protocol" not in metrics  # the features table records none
     table = pq.read_table(tmp_path / "predictions.parquet")
     assert table.num_rows == len(CLASSES)
     assert all(isinstance(t, str) and len(t.split()) <= 3 for t in table["generated"].to_pylist())
@@ -172,17 +175,19 @@ def test_bad_input_is_refused(setup, tmp_path):
         args.model = setup["llm_ar"]
         evaluate_llm(args)
     with pytest.raises(ActionlmError, match="--zero-shot"):
-        untrained = pq.read_table(setup["data"] / "classes.parquet").to_pandas()
+        untrained = pq.read_table(setup["classes"]).to_pandas()
         untrained.loc[7, "class_name"] = "foot"
-        other = tmp_path / "other"
-        other.mkdir()
-        untrained.to_parquet(other / "classes.parquet")
+        untrained.to_parquet(tmp_path / "other_classes.parquet")
         args = eval_args(setup, tmp_path, "llm_ar", "sentences")
-        args.data = other
+        args.classes = tmp_path / "other_classes.parquet"
         evaluate_llm(args)
     with pytest.raises(ActionlmError, match="neither action sentences"):
         args = eval_args(setup, tmp_path, "llm_ar", "sentences")
-        args.inputs = setup["data"] / "classes.parquet"
+        args.inputs = setup["classes"]
+        evaluate_llm(args)
+    with pytest.raises(ActionlmError, match="--method llm_ar needs --model"):
+        args = eval_args(setup, tmp_path, "llm_ar", "sentences")
+        args.model = None
         evaluate_llm(args)
     with pytest.raises(ActionlmError, match="batch-size"):
         args = eval_args(setup, tmp_path, "llm_ar", "sentences")

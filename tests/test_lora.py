@@ -13,13 +13,14 @@ import torch
 from safetensors.torch import load_file
 
 from actionlm.cli import build_parser
+from actionlm.cli_args import fields_from_args
 from actionlm.data.features import write_features
 from actionlm.errors import ActionlmError
 from actionlm.io import with_metadata, write_parquet
 from actionlm.knowledge.describe import DESCRIPTIONS_SCHEMA
 from actionlm.llm import lora
-from actionlm.llm.lora import train_lora
-from actionlm.llm.recognizer import ADAPTER_FILE, load_recognizer
+from actionlm.llm.lora import TrainConfig, train_lora
+from actionlm.llm.recognizer import ADAPTER_FILE, LoraSettings, load_recognizer
 from actionlm.llm.tqp import BridgeConfig, build_bridge
 from actionlm.models.vqvae import ActionVQVAE, VQVAEConfig, save_vqvae
 from actionlm.train.tokenize import SENTENCE_SCHEMA
@@ -208,6 +209,17 @@ def test_duplicate_class_names_are_refused(llm_ar_inputs, tmp_path):
     dup = write_classes(tmp_path / "dup.parquet", ["drink water", "pickup", "Pickup "])
     with pytest.raises(ActionlmError, match="dup.parquet: duplicate class_name 'Pickup'"):
         train_lora(lora_args({**llm_ar_inputs, "classes": dup}, tmp_path / "out"))
+
+
+def test_options_default_to_the_dataclasses_and_switch_off_with_no(llm_ar_inputs, tmp_path):
+    args = build_parser("lora").parse_args(
+        ["lora", "--method", "llm_ar", "--llm", "x", "--classes", "c", "--out", "o"])
+    assert TrainConfig(**fields_from_args(TrainConfig, args)) == TrainConfig()
+    assert (args.lora_r, args.queries, args.gradient_checkpointing) == (
+        LoraSettings().r, BridgeConfig().queries, False)
+    assert lora_args(llm_ar_inputs, tmp_path, "--gradient-checkpointing").gradient_checkpointing
+    assert not lora_args(llm_ar_inputs, tmp_path,
+                         "--no-gradient-checkpointing").gradient_checkpointing
 
 
 @pytest.mark.slow

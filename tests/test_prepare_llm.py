@@ -15,9 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from actionlm.errors import ActionlmError
-from actionlm.llm import prepare_llm as mod
-from actionlm.llm.prepare_llm import (
+from actionlm.data import prepare_llm as mod
+from actionlm.data.prepare_llm import (
     MANIFEST,
     check_same_network,
     llm_hidden_size,
@@ -27,6 +26,7 @@ from actionlm.llm.prepare_llm import (
     prepare_llm,
     read_manifest,
 )
+from actionlm.errors import ActionlmError
 
 
 @pytest.fixture(scope="module")

@@ -89,11 +89,12 @@ def test_summary_collects_everything_under_root_with_the_papers_rows(evals, tmp_
 
 
 def test_ablation_table_has_a_published_column(tmp_path):
-    root = tmp_path / "ablations/gap_partitions"
-    for variant, top1 in (("global", 0.4), ("parts4", 0.5)):
-        write_metrics(root / f"synthetic/xsub/{variant}/metrics.json", top1=top1, top5=0.9, n=10)
-    md, table = run_report(root, tmp_path, "--all", "--row-name", "variant", "--published", "parts4=85.4",
-                           "--published-label", "GAP Table 1a")
+    files = [write_metrics(tmp_path / f"results/ablations/t/{variant}/eval/synthetic/xsub/gap/"
+                           "metrics.json", top1=top1, top5=0.9, n=10)
+             for variant, top1 in (("global", 0.4), ("parts4", 0.5))]
+    md, table = run_report(tmp_path, tmp_path, "--row-labels", "global", "parts4", "--row-name",
+                           "variant", "--published", "parts4=85.4", "--published-label",
+                           "GAP Table 1a", files=files)
     assert "| variant | xsub (top-1 / top-5 %) |" in md
     assert markdown_row(md, "synthetic", "parts4") == ["50.0 / 90.0", "85.4"]
     assert markdown_row(md, "synthetic", "global") == ["40.0 / 90.0", "–"]
@@ -113,11 +114,14 @@ def test_bad_metrics_file_is_a_one_line_error(tmp_path, capsys, content, message
     assert not (tmp_path / "s.md").exists()
 
 
-def test_file_outside_root_is_refused(evals, tmp_path, capsys):
-    code = main(["report", str(evals / "synthetic/xsub/ce/metrics.json"), "--root",
-                 str(tmp_path / "elsewhere"), "--out-md", str(tmp_path / "s.md"),
+def test_a_file_that_is_no_evaluation_is_refused(evals, tmp_path, capsys):
+    stray = write_metrics(tmp_path / "elsewhere/metrics.json", top1=0.5)
+    code = main(["report", str(stray), "--out-md", str(tmp_path / "s.md"),
                  "--out-csv", str(tmp_path / "s.csv")])
-    assert code == 2 and "not below the results folder" in capsys.readouterr().err
+    assert code == 2 and "not an evaluation's result" in capsys.readouterr().err
+    code = main(["report", str(evals / "synthetic/xsub/ce/metrics.json"), "--row-labels", "a", "b",
+                 "--out-md", str(tmp_path / "s.md"), "--out-csv", str(tmp_path / "s.csv")])
+    assert code == 2 and "2 labels for 1 results" in capsys.readouterr().err
 
 
 def test_curves_figure_plots_the_quantities_the_tables_have(tmp_path):
@@ -187,7 +191,7 @@ def commands(plan: str, command: str) -> list[str]:
 
 
 def variant_of(command: str, table: str) -> str | None:
-    found = re.search(rf"results/ablations/{table}/synthetic/xsub/(\w+)/", command)
+    found = re.search(rf"results/ablations/{table}/(\w+)/", command)
     return found and found.group(1)
 
 
@@ -196,8 +200,8 @@ def test_all_builds_the_report_from_every_evaluation(workflow_copy):
     [report] = commands(plan, "report")
     tabulated = {t for t in report.split() if t.endswith(".json")}
     # every closed-set evaluation and every zero-shot seed average that `all` runs
-    evaluated = {re.search(r"--out (\S+)", c).group(1) + "/metrics.json"
-                 for c in commands(plan, "evaluate") if "/zeroshot/" not in c}
+    evaluated = {re.search(r"--out \$\(dirname (\S+)\)", c).group(1)
+                 for c in commands(plan, "evaluate") if "unseen" not in c}
     evaluated |= {re.search(r"--out (\S+)", c).group(1) for c in commands(plan, "zeroshot-summary")}
     assert tabulated == evaluated
     assert {"results/eval/synthetic/xsub/ce/metrics.json",
@@ -212,26 +216,26 @@ def test_ablation_targets_train_only_the_variants_that_differ(workflow_copy):
     plan = dry_run(workflow_copy, "ablation_gap_partitions", "ablation_gap_backbone")
     trained = {variant_of(c, "gap_partitions"): c for c in commands(plan, "train-encoder")
                if variant_of(c, "gap_partitions")}
-    # parts4 is the main config and none is the CE encoder: both reuse the main run's models
+    # parts4 is the main config and none is the CE encoder: both are the main run's models
     assert set(trained) == {"global", "parts2", "parts6"}
     for variant, parts in (("global", 1), ("parts2", 2), ("parts6", 6)):
         assert f"--parts {parts} " in trained[variant] and "--method gap" in trained[variant]
     evaluated = {variant_of(c, "gap_partitions"): c for c in commands(plan, "evaluate")
                  if variant_of(c, "gap_partitions")}
-    assert set(evaluated) == {"none", "global", "parts2", "parts4", "parts6"}
-    assert "--model results/models/synthetic/xsub/encoders/gap/best.safetensors" in evaluated["parts4"]
-    assert "--method ce --" in evaluated["none"] and "encoders/ce/best" in evaluated["none"]
+    assert set(evaluated) == {"global", "parts2", "parts6"}
+    [summary] = [c for c in commands(plan, "report") if "gap_partitions" in c]
+    rows = summary.split(" --")[0].split()[2:]
+    assert rows[0] == "results/eval/synthetic/xsub/ce/metrics.json"  # none: the main CE run
+    assert rows[3] == "results/eval/synthetic/xsub/gap/metrics.json"  # parts4: the main GAP run
+    assert "--row-labels none global parts2 parts4 parts6 " in summary
+    assert "--published none=84.6 global=85.2 parts2=85.3 parts4=85.4 parts6=85.4" in summary
     backbone = {variant_of(c, "gap_backbone"): c for c in commands(plan, "train-encoder")
                 if variant_of(c, "gap_backbone")}
     assert set(backbone) == {"stgcn_ce", "stgcn_gap"}
     assert "--method ce" in backbone["stgcn_ce"] and "--backbone stgcn" in backbone["stgcn_ce"]
-    [summary] = [c for c in commands(plan, "report") if "gap_partitions" in c]
-    assert "--published none=84.6 global=85.2 parts2=85.3 parts4=85.4 parts6=85.4" in summary
 
 
 def test_llm_ablations_retrain_from_the_stage_the_overlay_changes(workflow_copy):
-    if "llm_eval.smk" not in (workflow_copy / "Snakefile").read_text():
-        pytest.skip("workflow/rules/llm_eval.smk (evaluate_llm's flags) is not included yet")
     plan = dry_run(workflow_copy, "ablation_llm_ar_codebook", "ablation_sugar_bridge")
     vqvae = {variant_of(c, "llm_ar_codebook"): c for c in commands(plan, "train-vqvae")
              if variant_of(c, "llm_ar_codebook")}
@@ -245,5 +249,16 @@ def test_llm_ablations_retrain_from_the_stage_the_overlay_changes(workflow_copy)
     assert not [c for c in commands(plan, "train-encoder") if "ablations/" in c]
     evaluated = {variant_of(c, "sugar_bridge"): c for c in commands(plan, "evaluate")
                  if variant_of(c, "sugar_bridge")}
-    assert "--model results/models/synthetic/xsub/sugar " in evaluated["tqp"]
-    assert "--method sugar" in evaluated["linear"] and "linear/recognizer" in evaluated["linear"]
+    assert set(evaluated) == {"qformer", "linear", "cross_attention"}  # tqp: the main run's
+    assert "--method sugar" in evaluated["linear"]
+    assert "--model results/ablations/sugar_bridge/linear/models/synthetic/xsub/sugar/" \
+        "recognizer.json" in evaluated["linear"]
+
+
+def test_every_ablation_table_plans_through_the_main_rules(workflow_copy):
+    plan = dry_run(workflow_copy, "ablations")
+    rules = set(re.findall(r"^rule (\w+):", plan, re.M))
+    assert rules == {"prepare", "prepare_llm", "describe", "split", "encode_text", "train_vqvae",
+                     "tokenize", "train_encoder", "extract_features", "lora", "evaluate",
+                     "report", "ablations"}
+    assert len(commands(plan, "report")) == 7

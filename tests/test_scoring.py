@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from actionlm.data.prepare_llm import llm_model_dir
 from actionlm.errors import ActionlmError
-from actionlm.llm.prepare_llm import llm_model_dir
 from actionlm.llm.scoring import (
     chat_prompt_embeddings,
     generate_answers,

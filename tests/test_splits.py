@@ -80,5 +80,6 @@ def test_split_of_an_unprepared_folder_names_the_missing_file(tmp_path):
     from actionlm.data.splits import write_split
 
     with pytest.raises(ActionlmError, match=r"skeletons\.parquet: no such file .*actionlm prepare"):
-        write_split(tmp_path, "xsub")
+        write_split(tmp_path / "skeletons.parquet", tmp_path / "classes.parquet",
+                    tmp_path / "embedded_splits.parquet", "xsub", tmp_path / "splits/xsub.parquet")
     assert not (tmp_path / "splits").exists()

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from actionlm.cli import main
+from actionlm.data.split_files import SplitFiles
 from actionlm.data.tensors import load_split, resize_batch
 from actionlm.errors import ActionlmError
 from actionlm.io import table_metadata
@@ -72,7 +73,7 @@ def fake_llm(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(small_ntu_data, fake_llm, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("vq") / "model"
-    train_vqvae(small_ntu_data, "xview", fake_llm, out, TINY, SMALL_LOSS, replace(FAST, epochs=8),
+    train_vqvae(SplitFiles.prepared(small_ntu_data, "xview"), fake_llm, out, TINY, SMALL_LOSS, replace(FAST, epochs=8),
                 "cpu", checkpoint_every=0)
     return out
 
@@ -194,12 +195,12 @@ def test_resize_matches_per_sample_interpolation_and_pads_bodies():
 
 
 def test_load_split_returns_the_split(small_ntu_data):
-    split = load_split(small_ntu_data, "xview", "test", 16)
+    split = load_split(SplitFiles.prepared(small_ntu_data, "xview"), "test", 16)
     table = pq.read_table(small_ntu_data / "splits" / "xview.parquet").to_pandas()
     assert sorted(split.sample_ids) == sorted(table.sample_id[table.split == "test"])
     assert split.joints.shape == (len(split), 16, 2, 25, 3) and split.joints.dtype == torch.float32
     with pytest.raises(ActionlmError, match="no such split file"):
-        load_split(small_ntu_data, "xsub", "train", 16)
+        load_split(SplitFiles.prepared(small_ntu_data, "xsub"), "train", 16)
 
 
 # --- training ------------------------------------------------------------------------------
@@ -211,6 +212,7 @@ def test_reconstruction_falls_and_outputs_are_written(trained):
     assert curves.rec.iloc[-1] < 0.9 * curves.rec.iloc[0]
     config = json.loads((trained / "config.json").read_text())
     assert config["model"]["width"] == WIDTH and config["model"]["joints"] == 25
+    assert config["data"]["protocol"] == "xview"
     model = load_vqvae(trained / "vqvae.safetensors")
     assert model.cfg.codes == TINY["codes"] and (model.codebook.weight.norm(dim=-1) ** 2 * 0.5 < 1).all()
 
@@ -218,7 +220,7 @@ def test_reconstruction_falls_and_outputs_are_written(trained):
 @pytest.mark.parametrize("switch", ["zipf", "context", "mmd"])
 def test_switching_off_a_bias_loss_changes_training(switch, small_ntu_data, fake_llm, tmp_path):
     def weights(loss_cfg, name):
-        train_vqvae(small_ntu_data, "xview", fake_llm, tmp_path / name, TINY, loss_cfg,
+        train_vqvae(SplitFiles.prepared(small_ntu_data, "xview"), fake_llm, tmp_path / name, TINY, loss_cfg,
                     replace(FAST, epochs=1), "cpu", checkpoint_every=0)
         return load_file(tmp_path / name / "vqvae.safetensors")
 
@@ -236,12 +238,12 @@ def test_switching_off_a_bias_loss_changes_training(switch, small_ntu_data, fake
 )
 def test_malformed_config_is_a_clear_error(options, message, small_ntu_data, fake_llm, tmp_path):
     with pytest.raises(ActionlmError, match=message):
-        train_vqvae(small_ntu_data, "xview", fake_llm, tmp_path, {**TINY, **options}, SMALL_LOSS, FAST, "cpu")
+        train_vqvae(SplitFiles.prepared(small_ntu_data, "xview"), fake_llm, tmp_path, {**TINY, **options}, SMALL_LOSS, FAST, "cpu")
     assert not (tmp_path / "vqvae.safetensors").exists()
 
 
 def test_cli_reports_a_bad_config_in_one_line(small_ntu_data, fake_llm, tmp_path, capsys):
-    code = main(["train-vqvae", "--data", str(small_ntu_data), "--protocol", "xview", "--llm", str(fake_llm),
+    code = main(["train-vqvae", *split_args(small_ntu_data), "--llm", str(fake_llm),
                  "--out", str(tmp_path), "--codes", "9", "--device", "cpu"])
     assert code == 2
     assert "codes (U) must be an even number" in capsys.readouterr().err
@@ -250,10 +252,15 @@ def test_cli_reports_a_bad_config_in_one_line(small_ntu_data, fake_llm, tmp_path
 RESUME_RUN = replace(FAST, epochs=4, seed=5, reset_every=3)
 
 
+def split_args(data: Path) -> list[str]:
+    return ["--skeletons", str(data / "skeletons.parquet"), "--split",
+            str(data / "splits" / "xview.parquet")]
+
+
 def _train_cli(small_ntu_data, llm, out):
     """The training command as a separate process, configured like TINY / RESUME_RUN."""
-    args = [sys.executable, "-m", "actionlm.cli", "train-vqvae", "--data", str(small_ntu_data),
-            "--protocol", "xview", "--llm", str(llm), "--out", str(out), "--device", "cpu",
+    args = [sys.executable, "-m", "actionlm.cli", "train-vqvae", *split_args(small_ntu_data),
+            "--llm", str(llm), "--out", str(out), "--device", "cpu",
             "--threads", "1", "--checkpoint-every", "2", "--mmd-rows", "32"]
     for key, value in {**TINY, **asdict(RESUME_RUN)}.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
@@ -268,7 +275,7 @@ def test_resume_after_kill_gives_the_uninterrupted_result(small_ntu_data, fake_l
     assert not (tmp_path / "killed" / "vqvae.safetensors").exists()
     assert _train_cli(small_ntu_data, fake_llm, tmp_path / "killed").wait(120) == 0
 
-    train_vqvae(small_ntu_data, "xview", fake_llm, tmp_path / "straight", TINY, SMALL_LOSS, RESUME_RUN,
+    train_vqvae(SplitFiles.prepared(small_ntu_data, "xview"), fake_llm, tmp_path / "straight", TINY, SMALL_LOSS, RESUME_RUN,
                 "cpu", checkpoint_every=0)
     assert_same_run(tmp_path / "straight", tmp_path / "killed", "vqvae.safetensors")
 
@@ -284,17 +291,18 @@ def test_checkpoint_of_another_config_is_ignored(tmp_path):
 
 
 def test_tokenize_round_trips_through_parquet(trained, small_ntu_data, tmp_path):
-    summary = tokenize_dataset(small_ntu_data, "xview", trained / "vqvae.safetensors", tmp_path,
+    summary = tokenize_dataset(SplitFiles.prepared(small_ntu_data, "xview"), trained / "vqvae.safetensors", tmp_path,
                                batch_size=20, device_name="cpu")
     table = pq.read_table(tmp_path / "action_sentences.parquet")
     assert table.schema.remove_metadata() == SENTENCE_SCHEMA
     assert table_metadata(table, "tokens_per_sentence") == 8
+    assert table_metadata(table, "protocol") == "xview"
     frame = table.to_pandas()
     model = load_vqvae(trained / "vqvae.safetensors")
     splits = pq.read_table(small_ntu_data / "splits" / "xview.parquet").to_pandas()
     assert sorted(frame.sample_id) == sorted(splits.sample_id)
     for name in ("train", "test"):
-        split = load_split(small_ntu_data, "xview", name, 32)
+        split = load_split(SplitFiles.prepared(small_ntu_data, "xview"), name, 32)
         rows = frame.set_index("sample_id").loc[split.sample_ids]
         assert (rows.split == name).all() and (rows.label.to_numpy() == split.labels.numpy()).all()
         assert np.array_equal(np.stack(rows.tokens.to_numpy()), model.tokenize(split.joints).numpy())

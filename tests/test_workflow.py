@@ -142,10 +142,18 @@ def test_all_runs_llm_ar_closed_set_zero_shot_and_the_report(workdir):
 # What a change of the view2 evaluation / the LLM-AR chain reruns besides its own stage:
 # (view2 encoder curves, embeddings, report) and (LoRA, closed-set + zero-shot evaluation).
 REPORT = {"report": 1, "all": 1}
-LLM_AR = {"lora": 2, "evaluate_llm": 1, "evaluate_llm_zeroshot": 1}
-PROBE = {"evaluate_linear_probe_zeroshot": 1}  # the zero-shot linear probe reads the tokens
-ENCODERS = {"train_encoder": 3, "evaluate_encoder": 2, "extract_features": 3,
-            "plot_embedding": 3}
+LLM_AR = {"lora": 2, "evaluate": 2}
+PROBE = {"evaluate": 1}  # the zero-shot linear probe reads the tokens
+ENCODERS = {"train_encoder": 3, "evaluate": 2, "extract_features": 3, "plot_embedding": 3}
+
+
+def jobs(*parts: dict) -> dict[str, int]:
+    """Job counts of several parts of a plan, added up per rule."""
+    total: dict[str, int] = {}
+    for part in parts:
+        for rule, count in part.items():
+            total[rule] = total.get(rule, 0) + count
+    return total
 
 
 def test_rerun_plans_nothing_and_changes_rerun_only_their_stage(workdir):
@@ -154,37 +162,41 @@ def test_rerun_plans_nothing_and_changes_rerun_only_their_stage(workdir):
 
     assert planned_jobs(snakemake(workdir, "-n", "all")) == {}
     # A split parameter reruns the splits and everything trained on them, not prepare.
-    assert plan({"datasets": {"nw_ucla": {"val_fraction": 0.1}}}) == {
-        "split": 2, "train_vqvae": 2, "tokenize": 2, **ENCODERS, **LLM_AR, **PROBE,
-        "zeroshot_summary": 2, "plot_curves": 4, **REPORT}
+    assert plan({"datasets": {"nw_ucla": {"val_fraction": 0.1}}}) == jobs(
+        {"split": 2, "train_vqvae": 2, "tokenize": 2}, ENCODERS, LLM_AR, PROBE,
+        {"zeroshot_summary": 2, "plot_curves": 4}, REPORT)
     # A new protocol adds its own chain only.
     protocols = ["view2", "unseen3_seed0", "unseen2_seed1"]
-    assert plan({"datasets": {"nw_ucla": {"protocols": protocols}}}) == {
-        "split": 1, "train_vqvae": 1, "tokenize": 1, "lora": 1, "evaluate_llm_zeroshot": 1,
-        **PROBE, "zeroshot_summary": 2, "plot_curves": 1, **REPORT}
+    assert plan({"datasets": {"nw_ucla": {"protocols": protocols}}}) == jobs(
+        {"split": 1, "train_vqvae": 1, "tokenize": 1, "lora": 1, "evaluate": 1}, PROBE,
+        {"zeroshot_summary": 2, "plot_curves": 1}, REPORT)
     # A prepare parameter reruns prepare and everything after it.
-    assert plan({"prepare": {"strict": True}}) == {
-        "prepare": 1, "split": 2, "describe": 1, "encode_text": 1, "train_vqvae": 2,
-        "tokenize": 2, **ENCODERS, **LLM_AR, **PROBE, "zeroshot_summary": 2, "plot_curves": 4,
-        **REPORT}
+    assert plan({"prepare": {"strict": True}}) == jobs(
+        {"prepare": 1, "split": 2, "describe": 1, "encode_text": 1, "train_vqvae": 2,
+         "tokenize": 2}, ENCODERS, LLM_AR, PROBE, {"zeroshot_summary": 2, "plot_curves": 4},
+        REPORT)
     # A VQ-VAE loss weight reruns the LLM-AR chain, nothing before it and no encoder.
-    assert plan({"vqvae": {"train": {"omega2": 0.5}}}) == {
-        "train_vqvae": 2, "tokenize": 2, **LLM_AR, **PROBE, "zeroshot_summary": 2,
-        "plot_curves": 3, **REPORT}
+    assert plan({"vqvae": {"train": {"omega2": 0.5}}}) == jobs(
+        {"train_vqvae": 2, "tokenize": 2}, LLM_AR, PROBE,
+        {"zeroshot_summary": 2, "plot_curves": 3}, REPORT)
     # The text encoder reruns encode-text and the encoders that read text (GAP, SUGAR);
     # request plumbing reruns nothing.
-    assert plan({"knowledge": {"text_encoder": {"batch_size": 7}, "concurrency": 3}}) == {
-        "encode_text": 1, "train_encoder": 2, "evaluate_encoder": 1, "extract_features": 2,
-        "plot_embedding": 2, "plot_curves": 1, **REPORT}
+    assert plan({"knowledge": {"text_encoder": {"batch_size": 7}, "concurrency": 3}}) == jobs(
+        {"encode_text": 1, "train_encoder": 2, "evaluate": 1, "extract_features": 2,
+         "plot_embedding": 2, "plot_curves": 1}, REPORT)
     # A GAP-only key reruns the GAP encoder and what reads it, not CE or SUGAR.
-    assert plan({"encoders": {"train": {"gap_weight": 0.5}}}) == {
-        "train_encoder": 1, "evaluate_encoder": 1, "extract_features": 1, "plot_embedding": 1,
-        "plot_curves": 1, **REPORT}
+    assert plan({"encoders": {"train": {"gap_weight": 0.5}}}) == jobs(
+        {"train_encoder": 1, "evaluate": 1, "extract_features": 1, "plot_embedding": 1,
+         "plot_curves": 1}, REPORT)
     # A LoRA learning rate reruns the LoRA runs and their evaluations, not the linear probe.
-    assert plan({"lora": {"llm_ar": {"lr": 0.01}}}) == {
-        **LLM_AR, "zeroshot_summary": 1, "plot_curves": 1, **REPORT}
-    # Threads, micro-batches and devices are resources: moving a run reruns nothing.
-    assert plan({"compute": {"threads": 3, "device": "cpu"}, "lora": {"micro_batch_size": 1}}) == {}
+    assert plan({"lora": {"llm_ar": {"lr": 0.01}}}) == jobs(
+        LLM_AR, {"zeroshot_summary": 1, "plot_curves": 1}, REPORT)
+    # Restating values (another spelling, another overlay) reruns nothing.
+    assert plan({"lora": {"llm_ar": {"lr": 3e-3}}, "encoders": {"train": {"epochs": 1.0}},
+                 "vqvae": {"train": {"lr": 1e-3}}}) == {}
+    # Threads, micro-batches, inference batches and devices are resources: nothing reruns.
+    assert plan({"compute": {"threads": 3, "device": "cpu"}, "lora": {"micro_batch_size": 1},
+                 "llm_eval": {"batch_size": 8}, "encoders": {"inference_batch_size": 64}}) == {}
 
 
 def test_html_report_holds_every_figure_and_lint_is_clean(workdir):
@@ -208,25 +220,33 @@ def test_invalid_config_names_the_key(workdir):
     result = snakemake(workdir, "-n", "all", change={"run_datasets": ["ntu61"]})
     assert result.returncode != 0
     assert "run_datasets names ['ntu61']" in result.stdout + result.stderr
+    result = snakemake(workdir, "-n", "all", change={"encoders": {"protocols": ["veiw2"]}})
+    assert result.returncode != 0
+    assert "encoders.protocols names ['veiw2']" in result.stdout + result.stderr
 
 
 def test_ablation_target_trains_only_the_variant_that_differs(workdir):
-    """GAP Table 1b on NW-UCLA, executed: the synonym variant is the main run's GAP encoder
-    (evaluated again, same numbers), the paragraph variant trains its own."""
+    """GAP Table 1b on NW-UCLA, executed through the same rules as `all`: the synonym variant
+    is the main config, so its row is the main run's GAP evaluation (nothing trained or
+    evaluated again); the paragraph variant is a run of its own."""
     result = snakemake(workdir, "ablation_gap_global_text")
     assert result.returncode == 0, result.stderr[-3000:]
-    variants = workdir / "results/ablations/gap_global_text/nw_ucla/view2"
-    assert not (variants / "synonym/encoder").exists()
-    assert (variants / "paragraph/encoder/best.safetensors").exists()
+    runs = workdir / "results/ablations/gap_global_text"
+    assert not (runs / "synonym").exists()
+    paragraph_run = runs / "paragraph"
+    assert (paragraph_run / "models/nw_ucla/view2/encoders/gap/best.safetensors").exists()
+    assert not (paragraph_run / "models/nw_ucla/view2/encoders/ce").exists()
+    assert (workdir / "logs/ablations/gap_global_text/paragraph/train_encoder/nw_ucla/view2/gap.log"
+            ).is_file()
     main = json.loads((workdir / "results/eval/nw_ucla/view2/gap/metrics.json").read_text())
-    synonym = json.loads((variants / "synonym/metrics.json").read_text())
-    assert (synonym["top1"], synonym["n"]) == (main["top1"], 504)
-    paragraph = json.loads((variants / "paragraph/metrics.json").read_text())
+    paragraph = json.loads((paragraph_run / "eval/nw_ucla/view2/gap/metrics.json").read_text())
     table = pd.read_csv(workdir / "results/report/ablations/gap_global_text.csv")
     ours = table[table["source"] == "this run"].set_index("method")
-    assert ours.loc["synonym", "view2 top1"] == pytest.approx(100 * synonym["top1"], abs=0.005)
+    assert ours.loc["synonym", "view2 top1"] == pytest.approx(100 * main["top1"], abs=0.005)
     assert ours.loc["paragraph", "view2 top1"] == pytest.approx(100 * paragraph["top1"], abs=0.005)
     assert "GAP Table 1b" in (workdir / "results/report/ablations/gap_global_text.md").read_text()
+    # built: nothing more to do, for the table or for `all`
+    assert planned_jobs(snakemake(workdir, "-n", "ablation_gap_global_text", "all")) == {}
 
 
 def test_paid_answers_survive_removing_results(tmp_path, monkeypatch):

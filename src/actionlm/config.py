@@ -46,22 +46,3 @@ def validate_config(config: dict, schema_path: str | Path, source: str = "config
             f"{source} is invalid:\n" + "\n".join(f"  {line}" for line in problems)
         )
 
-
-def fill_defaults(config: dict, schema_path: str | Path) -> None:
-    """Insert the schema's ``default`` values for keys the config leaves out (in place)."""
-    _fill(config, yaml.safe_load(Path(schema_path).read_text()))
-
-
-def _fill(node: object, schema: dict) -> None:
-    if not isinstance(node, dict):
-        return
-    for key, sub in schema.get("properties", {}).items():
-        if key not in node and "default" in sub:
-            node[key] = sub["default"]
-        if key in node:
-            _fill(node[key], sub)
-    extra = schema.get("additionalProperties")
-    if isinstance(extra, dict):
-        for key, value in node.items():
-            if key not in schema.get("properties", {}):
-                _fill(value, extra)

@@ -1,4 +1,5 @@
-"""Where a stage computes: CUDA with bf16 autocast when present, else the CPU in float32.
+"""Where a stage computes: CUDA with bf16 autocast when present, else the CPU in float32, on
+at most the CPU threads the stage was given.
 
 Shared by every stage that runs a network (text encoders, frame selection, training,
 tokenizing), so the same code runs on a GPU node and on a laptop.
@@ -33,3 +34,9 @@ def autocast(device: torch.device) -> AbstractContextManager:
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
+
+
+def set_threads(threads: int | None) -> None:
+    """Cap torch's CPU threads (a Snakemake rule's {threads}); None keeps torch's default."""
+    if threads:
+        torch.set_num_threads(threads)

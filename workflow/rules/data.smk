@@ -3,47 +3,45 @@
 
 rule prepare:
     input:
-        prepare_source,
+        unpack(inputs("prepare")),
     output:
-        skeletons="results/data/{dataset}/skeletons.parquet",
-        classes="results/data/{dataset}/classes.parquet",
-        rejected="results/data/{dataset}/rejected.parquet",
-        embedded_splits="results/data/{dataset}/embedded_splits.parquet",
+        **outputs("prepare"),
     params:
-        args=prepare_args,
+        files=files(),
+        flags=flags("prepare"),
     threads: config["prepare"]["threads"]
     resources:
         mem_mb=config["prepare"]["mem_mb"],
         runtime=config["prepare"]["runtime"],
     log:
-        "logs/prepare/{dataset}.log",
+        log_of("prepare", "dataset"),
     benchmark:
-        "results/benchmarks/prepare/{dataset}.tsv"
+        benchmark_of("prepare", "dataset")
     conda:
         "../../envs/data.yaml"
     shell:
-        "actionlm prepare --out results/data/{wildcards.dataset} --protocols none "
-        "--workers {threads} {params.args} > {log} 2>&1"
+        "actionlm prepare {params.files} --out $(dirname {output.skeletons}) --protocols none "
+        "--workers {threads} {params.flags} > {log} 2>&1"
 
 
 rule split:
     input:
-        rules.prepare.output,
+        unpack(inputs("split")),
     output:
-        "results/data/{dataset}/splits/{protocol}.parquet",
+        **outputs("split"),
     params:
-        val_fraction=lambda wc: dataset_config(wc.dataset)["val_fraction"],
-        seed=lambda wc: dataset_config(wc.dataset)["seed"],
+        files=files(),
+        flags=flags("split"),
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
     log:
-        "logs/split/{dataset}/{protocol}.log",
+        log_of("split", "dataset", "protocol"),
     benchmark:
-        "results/benchmarks/split/{dataset}/{protocol}.tsv"
+        benchmark_of("split", "dataset", "protocol")
     conda:
         "../../envs/data.yaml"
     shell:
-        "actionlm split --data results/data/{wildcards.dataset} --protocol {wildcards.protocol} "
-        "--val-fraction {params.val_fraction} --seed {params.seed} > {log} 2>&1"
+        "actionlm split {params.files} --protocol {wildcards.protocol} --out {output.split} "
+        "{params.flags} > {log} 2>&1"

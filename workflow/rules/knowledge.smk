@@ -4,71 +4,74 @@
 
 rule describe:
     input:
-        unpack(describe_inputs),
+        unpack(inputs("describe")),
     output:
-        "results/knowledge/{dataset}/descriptions.parquet",
+        **outputs("describe"),
     params:
-        args=describe_args,
+        files=files(),
+        flags=flags("describe"),
     threads: JOB_THREADS
     resources:
         mem_mb=4000,
         runtime=120,
-        **request_resources,
+        **REQUESTS,
     log:
-        "logs/describe/{dataset}.log",
+        main=log_of("describe", "dataset"),
+        serve=log_of("describe", "dataset", suffix=".serve.log"),
     benchmark:
-        "results/benchmarks/describe/{dataset}.tsv"
+        benchmark_of("describe", "dataset")
     conda:
         "../../envs/knowledge.yaml"
     shell:
-        "actionlm describe --classes {input.classes} --out {output} "
-        "{params.args} --cache-dir {resources.llm_cache} --concurrency {resources.llm_concurrency} "
-        "--max-retries {resources.llm_retries} --timeout {resources.llm_timeout_s} > {log} 2>&1"
+        "actionlm describe {params.files} --out {output.descriptions} {params.flags} "
+        "--serve-log {log.serve} --cache-dir {resources.llm_cache} "
+        "--concurrency {resources.llm_concurrency} --max-retries {resources.llm_retries} "
+        "--timeout {resources.llm_timeout_s} > {log.main} 2>&1"
 
 
 rule describe_visual:
     input:
-        classes="results/data/{dataset}/classes.parquet",
-        skeletons="results/data/{dataset}/skeletons.parquet",
+        unpack(inputs("describe_visual")),
     output:
-        table="results/knowledge/{dataset}/visual.parquet",
-        frames=directory("results/knowledge/{dataset}/visual_frames"),
+        **outputs("describe_visual"),
     params:
-        args=visual_args,
+        files=files(),
+        flags=flags("describe_visual"),
     threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=240,
-        **request_resources,
+        **REQUESTS,
     log:
-        "logs/describe_visual/{dataset}.log",
+        log_of("describe_visual", "dataset"),
     benchmark:
-        "results/benchmarks/describe_visual/{dataset}.tsv"
+        benchmark_of("describe_visual", "dataset")
     conda:
         "../../envs/knowledge.yaml"
     shell:
-        "actionlm describe-visual --classes {input.classes} --skeletons {input.skeletons} "
-        "--out {output.table} --save-frames {output.frames} {params.args} "
-        "--cache-dir {resources.llm_cache} --concurrency {resources.llm_concurrency} "
-        "--max-retries {resources.llm_retries} --timeout {resources.llm_timeout_s} > {log} 2>&1"
+        "actionlm describe-visual {params.files} --out {output.table} "
+        "--save-frames {output.frames} {params.flags} --cache-dir {resources.llm_cache} "
+        "--concurrency {resources.llm_concurrency} --max-retries {resources.llm_retries} "
+        "--timeout {resources.llm_timeout_s} > {log} 2>&1"
 
 
 rule encode_text:
     input:
-        encode_text_inputs,
+        unpack(inputs("encode_text")),
     output:
-        "results/knowledge/{dataset}/text_embeddings.parquet",
+        **outputs("encode_text"),
     params:
-        args=encode_text_args,
+        files=files(),
+        flags=flags("encode_text"),
     threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=60,
     log:
-        "logs/encode_text/{dataset}.log",
+        log_of("encode_text", "dataset"),
     benchmark:
-        "results/benchmarks/encode_text/{dataset}.tsv"
+        benchmark_of("encode_text", "dataset")
     conda:
         "../../envs/knowledge.yaml"
     shell:
-        "actionlm encode-text --descriptions {input} --out {output} {params.args} > {log} 2>&1"
+        "actionlm encode-text {params.files} --out {output.embeddings} {params.flags} > {log} 2>&1"

@@ -4,20 +4,18 @@
 
 rule prepare_llm:
     output:
-        directory("resources/llm/{llm}"),
+        **outputs("prepare_llm"),
     params:
-        source=config["llm"]["source"],
-        dtype=config["llm"]["dtype"],
+        flags=flags("prepare_llm"),
     threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=60,
     log:
-        "logs/prepare_llm/{llm}.log",
+        log_of("prepare_llm", "llm"),
     benchmark:
-        "results/benchmarks/prepare_llm/{llm}.tsv"
+        benchmark_of("prepare_llm", "llm")
     conda:
         "../../envs/models.yaml"
     shell:
-        "actionlm prepare-llm --source {params.source:q} --dtype {params.dtype} "
-        "--out {output} > {log} 2>&1"
+        "actionlm prepare-llm --out {output.llm} {params.flags} > {log} 2>&1"

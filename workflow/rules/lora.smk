@@ -1,37 +1,30 @@
 # LoRA on the frozen LLM (LLM-AR Sec. 3.2 on action sentences; SUGAR Step 3 on encoder features
-# through Temporal Query Projection): results/models/{dataset}/{protocol}/{method}/.
+# through Temporal Query Projection).
 
 
 rule lora:
     input:
-        unpack(lora_inputs),
+        unpack(inputs("lora")),
     output:
-        adapter="results/models/{dataset}/{protocol}/{method}/adapter.safetensors",
-        spec="results/models/{dataset}/{protocol}/{method}/recognizer.json",
-        curves="results/models/{dataset}/{protocol}/{method}/curves.parquet",
+        **outputs("lora"),
     wildcard_constraints:
-        method="llm_ar|sugar",
+        method=paths.METHODS["lora"],
     params:
-        args=lora_args,
-        inputs=lambda wc, input: " ".join(
-            f"--{key} {input[key]}" for key in ("sentences", "vqvae", "features", "descriptions")
-            if key in input.keys()
-        ),
+        files=files(),
+        flags=flags("lora"),
     priority: CHAIN_PRIORITY
     threads: JOB_THREADS
     resources:
-        # micro_batch_size only trades memory for passes (same result): a resource, no rerun
-        micro_batch=config["lora"]["micro_batch_size"],
-        launcher=distributed_launcher(),
-        **gpu_resources(mem_mb=16000, runtime=720),
+        micro_batch=config["lora"]["micro_batch_size"],  # memory only: never a rerun
+        launcher=launcher(),
+        **network_resources(mem_mb=16000, runtime=720),
     log:
-        "logs/lora/{dataset}/{protocol}/{method}.log",
+        log_of("lora", "dataset", "protocol", "method"),
     benchmark:
-        "results/benchmarks/lora/{dataset}/{protocol}/{method}.tsv"
+        benchmark_of("lora", "dataset", "protocol", "method")
     conda:
         "../../envs/models.yaml"
     shell:
-        "{resources.launcher} lora --method {wildcards.method} --llm {input.llm} --classes {input.classes} "
-        "{params.inputs} --out results/models/{wildcards.dataset}/{wildcards.protocol}/{wildcards.method} "
+        "{resources.launcher} lora {params.files} --out $(dirname {output.spec}) "
         "--micro-batch-size {resources.micro_batch} --device {resources.device} "
-        "--threads {threads} {params.args} > {log} 2>&1"
+        "--threads {threads} {params.flags} > {log} 2>&1"

@@ -1,6 +1,6 @@
-# The report: results tables of every evaluation `all` builds (with the papers' numbers beside
-# them), training curves and encoder-feature maps, each captioned for
-# `snakemake --report report.html`. All under results/report/.
+# The report: results tables (results/report/summary.md: every evaluation `all` builds, the
+# papers' numbers beside them; results/report/ablations/{table}.md: one row per variant),
+# training curves and encoder-feature maps, each captioned for `snakemake --report`.
 
 localrules:
     report,
@@ -10,71 +10,83 @@ localrules:
 
 rule report:
     input:
-        metrics=report_metrics,
-        figures=report_figures,
+        unpack(adapted(targets.report_inputs)),
     output:
-        md=report("results/report/summary.md", caption="../report/summary.rst", category="Results"),
-        csv=report("results/report/summary.csv", caption="../report/summary.rst", category="Results"),
+        **outputs("report", **{name: {"caption": "../report/summary.rst", "category": "Results",
+                                      "labels": {"table": "{name}", "format": name}}
+                               for name in ("md", "csv")}),
+    params:
+        figures=files("metrics"),
+        flags=adapted(targets.report_flags),
     resources:
         mem_mb=2000,
         runtime=10,
     log:
-        "logs/report/summary.log",
+        log_of("report", "name"),
     conda:
         "../../envs/report.yaml"
     shell:
-        "actionlm report {input.metrics} --root results/eval --papers "
-        "--figures {input.figures} --title 'actionlm results' "
-        "--out-md {output.md} --out-csv {output.csv} > {log} 2>&1"
+        "actionlm report {input.metrics} --out-md {output.md} --out-csv {output.csv} "
+        "{params.figures} {params.flags} > {log} 2>&1"
 
 
 rule plot_curves:
     input:
-        curve_tables,
+        adapted(targets.curve_tables),
     output:
-        report(
-            "results/report/{dataset}/{protocol}/{kind}_curves.png",
-            caption="../report/curves.rst",
-            category="Training curves",
-            subcategory="{dataset} / {protocol}",
-            labels={"dataset": "{dataset}", "protocol": "{protocol}", "stage": "{kind}"},
-        ),
-    wildcard_constraints:
-        kind="encoder|vqvae|lora",
+        **outputs("plot_curves", figure={
+            "caption": "../report/curves.rst", "category": "Training curves",
+            "subcategory": "{dataset} / {protocol}",
+            "labels": {"dataset": "{dataset}", "protocol": "{protocol}", "stage": "{kind}"}}),
     resources:
         mem_mb=2000,
         runtime=10,
     log:
-        "logs/report/{dataset}/{protocol}/{kind}_curves.log",
+        log_of("plot_curves", "dataset", "protocol", "kind"),
     conda:
         "../../envs/report.yaml"
     shell:
-        "actionlm plot-curves {input} --kind {wildcards.kind} --out {output} "
+        "actionlm plot-curves {input} --kind {wildcards.kind} --out {output.figure} "
         "--title '{wildcards.kind}: {wildcards.dataset} / {wildcards.protocol}' > {log} 2>&1"
 
 
 rule plot_embedding:
     input:
-        features="results/features/{dataset}/{protocol}/{method}/features.parquet",
-        classes="results/data/{dataset}/classes.parquet",
+        features=paths.output("extract_features", "features", run="", dataset="{dataset}",
+                              protocol="{protocol}", method="{method}"),
+        classes=paths.output("prepare", "classes", dataset="{dataset}"),
     output:
-        report(
-            "results/report/{dataset}/{protocol}/embedding_{method}.png",
-            caption="../report/embedding.rst",
-            category="Encoder features",
-            subcategory="{dataset} / {protocol}",
-            labels={"dataset": "{dataset}", "protocol": "{protocol}", "encoder": "{method}"},
-        ),
+        **outputs("plot_embedding", figure={
+            "caption": "../report/embedding.rst", "category": "Encoder features",
+            "subcategory": "{dataset} / {protocol}",
+            "labels": {"dataset": "{dataset}", "protocol": "{protocol}", "encoder": "{method}"}}),
     wildcard_constraints:
-        method="ce|gap|sugar",
+        method=paths.METHODS["plot_embedding"],
     resources:
         mem_mb=4000,
         runtime=10,
     log:
-        "logs/report/{dataset}/{protocol}/embedding_{method}.log",
+        log_of("plot_embedding", "dataset", "protocol", "method"),
     conda:
         "../../envs/report.yaml"
     shell:
         "actionlm plot-embedding --features {input.features} --classes {input.classes} "
-        "--split test --out {output} --title '{wildcards.method} encoder, "
-        "{wildcards.dataset} / {wildcards.protocol}' > {log} 2>&1"
+        "--split test --out {output.figure} "
+        "--title '{wildcards.method} encoder, {wildcards.dataset} / {wildcards.protocol}' "
+        "> {log} 2>&1"
+
+
+# The papers' ablation tables (config `ablations.tables`): `snakemake ablation_<table>`, or
+# `snakemake ablations` for all. None is part of `all`.
+for _table, _summary in targets.ablation_tables(PIPE).items():
+
+    rule:
+        name:
+            f"ablation_{_table}"
+        input:
+            _summary,
+
+
+rule ablations:
+    input:
+        list(targets.ablation_tables(PIPE).values()),

@@ -4,61 +4,47 @@
 
 rule train_vqvae:
     input:
-        skeletons="results/data/{dataset}/skeletons.parquet",
-        split="results/data/{dataset}/splits/{protocol}.parquet",
-        llm=llm_dir(),
+        unpack(inputs("train_vqvae")),
     output:
-        model="results/models/{dataset}/{protocol}/vqvae/vqvae.safetensors",
-        curves="results/models/{dataset}/{protocol}/vqvae/curves.parquet",
-        config="results/models/{dataset}/{protocol}/vqvae/config.json",
+        **outputs("train_vqvae"),
     params:
-        args=lambda wc: cli_flags(config["vqvae"]["train"]),
+        files=files(),
+        flags=flags("train_vqvae"),
     threads: JOB_THREADS
     resources:
-        **gpu_resources(mem_mb=8000, runtime=240),
+        **network_resources(mem_mb=8000, runtime=240),
     log:
-        "logs/train_vqvae/{dataset}/{protocol}.log",
+        log_of("train_vqvae", "dataset", "protocol"),
     benchmark:
-        "results/benchmarks/train_vqvae/{dataset}/{protocol}.tsv"
+        benchmark_of("train_vqvae", "dataset", "protocol")
     conda:
         "../../envs/models.yaml"
     shell:
-        "actionlm train-vqvae --data results/data/{wildcards.dataset} "
-        "--protocol {wildcards.protocol} --llm {input.llm} "
-        "--out results/models/{wildcards.dataset}/{wildcards.protocol}/vqvae "
-        "--device {resources.device} --threads {threads} {params.args} > {log} 2>&1"
+        "actionlm train-vqvae {params.files} --out $(dirname {output.model}) "
+        "--device {resources.device} --threads {threads} {params.flags} > {log} 2>&1"
 
 
 rule tokenize:
     input:
-        model=rules.train_vqvae.output.model,
-        skeletons="results/data/{dataset}/skeletons.parquet",
-        split="results/data/{dataset}/splits/{protocol}.parquet",
+        unpack(inputs("tokenize")),
     output:
-        sentences="results/tokens/{dataset}/{protocol}/action_sentences.parquet",
-        usage="results/tokens/{dataset}/{protocol}/codebook_usage.parquet",
-        summary="results/tokens/{dataset}/{protocol}/usage.json",
-        plot=report(
-            "results/tokens/{dataset}/{protocol}/token_frequency.png",
-            caption="../report/token_frequency.rst",
-            category="Action tokens",
-            labels={"dataset": "{dataset}", "protocol": "{protocol}"},
-        ),
+        **outputs("tokenize", plot={
+            "caption": "../report/token_frequency.rst", "category": "Action tokens",
+            "labels": {"run": "{run}", "dataset": "{dataset}", "protocol": "{protocol}"}}),
     params:
-        args=lambda wc: cli_flags(config["vqvae"]["tokenize"]),
+        files=files(),
     priority: CHAIN_PRIORITY
     threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=60,
+        batch=config["vqvae"]["tokenize"]["batch_size"],
     log:
-        "logs/tokenize/{dataset}/{protocol}.log",
+        log_of("tokenize", "dataset", "protocol"),
     benchmark:
-        "results/benchmarks/tokenize/{dataset}/{protocol}.tsv"
+        benchmark_of("tokenize", "dataset", "protocol")
     conda:
         "../../envs/models.yaml"
     shell:
-        "actionlm tokenize --data results/data/{wildcards.dataset} "
-        "--protocol {wildcards.protocol} --vqvae {input.model} "
-        "--out results/tokens/{wildcards.dataset}/{wildcards.protocol} --threads {threads} "
-        "{params.args} > {log} 2>&1"
+        "actionlm tokenize {params.files} --out $(dirname {output.sentences}) "
+        "--batch-size {resources.batch} --threads {threads} > {log} 2>&1"

@@ -1,12 +1,21 @@
-"""Built-in class-name tables of the supported datasets.
+"""Built-in class-name tables of the supported datasets, and the one reader of a prepared
+dataset's ``classes.parquet`` (label, class_name, native_id).
 
 Labels in every table written by actionlm are 0-based positions in the dataset's class list;
 ``native_id`` keeps the dataset's own 1-based action id (NTU ``A###``, NW-UCLA ``a##``).
+A class table is read only if its labels are exactly 0..K-1 and its names (stripped) are
+unique case-insensitively: the names are the LLM recognizers' answers and the legends.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from actionlm.errors import ActionlmError
 
 NTU120_CLASS_NAMES: tuple[str, ...] = (
     "drink water", "eat meal/snack", "brushing teeth", "brushing hair", "drop", "pickup",
@@ -102,3 +111,35 @@ def ntu_class_table(dataset: str, actions: list[int] | None = None) -> ClassTabl
 
 def nw_ucla_class_table() -> ClassTable:
     return ClassTable("nw_ucla", tuple(NW_UCLA_CLASSES), tuple(NW_UCLA_CLASSES.values()))
+
+
+def read_class_rows(path: str | os.PathLike) -> list[tuple[int, str, int | None]]:
+    """(label, class_name, native_id) of every class of a classes.parquet, in label order
+    (native_id None when the table has no such column)."""
+    try:
+        table = pq.ParquetFile(path).read()
+    except FileNotFoundError:
+        raise ActionlmError(f"{path}: no such class table (run `actionlm prepare`)") from None
+    except (OSError, pa.ArrowException) as err:
+        raise ActionlmError(f"{path}: not a Parquet table ({err})") from None
+    if not {"label", "class_name"} <= set(table.column_names):
+        raise ActionlmError(f"{path}: needs columns label and class_name, has {table.column_names}")
+    native = (table["native_id"].to_pylist() if "native_id" in table.column_names
+              else [None] * table.num_rows)
+    rows = sorted(zip(table["label"].to_pylist(),
+                      [str(n).strip() for n in table["class_name"].to_pylist()], native))
+    labels = [r[0] for r in rows]
+    if labels != list(range(len(rows))):
+        raise ActionlmError(f"{path}: labels must be 0..{len(rows) - 1}, found {labels[:10]}")
+    seen: dict[str, int] = {}
+    for label, name, _ in rows:
+        if name.casefold() in seen:
+            raise ActionlmError(f"{path}: duplicate class_name {name!r} (labels "
+                                f"{seen[name.casefold()]} and {label})")
+        seen[name.casefold()] = label
+    return rows
+
+
+def read_class_names(path: str | os.PathLike) -> list[str]:
+    """Class names of a classes.parquet in label order (checked as read_class_rows does)."""
+    return [name for _, name, _ in read_class_rows(path)]

@@ -17,15 +17,13 @@ of (seed, epoch, batch index): that is what makes training resumable bit for bit
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from actionlm.data.tensors import iter_split_batches
+from actionlm.data.split_files import SplitFiles, iter_split_batches
 from actionlm.errors import ActionlmError
 
 
@@ -65,12 +63,11 @@ def pad_bodies(values: np.ndarray, n_frames: int, n_bodies: int, n_joints: int,
     return out
 
 
-def load_sequences(data_dir: str | os.PathLike, protocol: str, splits: tuple[str, ...],
-                   bodies: int = 2) -> SequenceStore:
-    """Every sample of ``splits`` under ``protocol``, in skeletons.parquet order."""
+def load_sequences(files: SplitFiles, splits: tuple[str, ...], bodies: int = 2) -> SequenceStore:
+    """Every sample of ``splits`` of the split table, in skeletons.parquet order."""
     chunks, lengths, labels, ids, split_names = [], [], [], [], []
     joint_counts: set[int] = set()
-    batches = iter_split_batches(data_dir, protocol, splits, rows_per_batch=256)
+    batches = iter_split_batches(files, splits, rows_per_batch=256)
     for batch, names in tqdm(batches, unit="batch", desc="load", leave=False, delay=2):
         joints = batch["joints"]
         values = joints.values.to_numpy(zero_copy_only=False)
@@ -86,13 +83,10 @@ def load_sequences(data_dir: str | os.PathLike, protocol: str, splits: tuple[str
         ids += batch["sample_id"].to_pylist()
         split_names += names
     if not ids:
-        raise ActionlmError(
-            f"{Path(data_dir) / 'splits' / f'{protocol}.parquet'}: no samples in split(s) "
-            f"{', '.join(splits)}"
-        )
+        raise ActionlmError(f"{files.split}: no samples in split(s) {', '.join(splits)}")
     if len(joint_counts) != 1:
-        raise ActionlmError(f"{Path(data_dir) / 'skeletons.parquet'}: samples have different "
-                            f"joint counts {sorted(joint_counts)}")
+        raise ActionlmError(f"{files.skeletons}: samples have different joint counts "
+                            f"{sorted(joint_counts)}")
     lengths_t = torch.tensor(lengths, dtype=torch.long)
     return SequenceStore(
         frames=torch.from_numpy(np.concatenate(chunks)),

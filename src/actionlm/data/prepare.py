@@ -212,7 +212,9 @@ def prepare(
             protocols = list(embedded_splits) or DEFAULT_PROTOCOLS.get(classes.dataset, [])
         for protocol in protocols:
             summary.protocols[protocol] = write_split(
-                staging, protocol, val_fraction=val_fraction, seed=seed
+                staging / "skeletons.parquet", staging / "classes.parquet",
+                staging / "embedded_splits.parquet", protocol,
+                staging / "splits" / f"{protocol}.parquet", val_fraction=val_fraction, seed=seed,
             )
         out.mkdir(exist_ok=True)
         for item in staging.iterdir():
@@ -258,8 +260,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seed for val/unseen draws and synthetic data")
     p.add_argument("--workers", type=int, default=None,
                    help="decoding processes (default: all cores)")
-    p.add_argument("--strict", action="store_true", help="stop at the first unusable input")
-    p.add_argument("--trust-pickle", action="store_true",
+    flag = argparse.BooleanOptionalAction
+    p.add_argument("--strict", action=flag, default=False,
+                   help="stop at the first unusable input")
+    p.add_argument("--trust-pickle", action=flag, default=False,
                    help="allow unpickling a pyskl .pkl (pickle can execute code)")
     syn = p.add_argument_group("synthetic data (--format synthetic)")
     syn.add_argument("--subjects", type=int, default=10)

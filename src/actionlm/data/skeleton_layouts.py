@@ -43,6 +43,7 @@ class SkeletonLayout:
         return {name: tuple(sorted(set(joints))) for name, joints in groups[n_parts]}
 
 
+# the six body parts of GAP's part descriptions, in their order (describe, LoRA answers)
 BODY_PARTS = ("head", "hand", "arm", "hip", "leg", "foot")
 
 

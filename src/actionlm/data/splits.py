@@ -1,5 +1,6 @@
-"""Assign every sample of a prepared dataset folder to train/val/test under one protocol
-(xsub, xview, xset, view3, view2, unseen<K>_seed<S>) -> DIR/splits/{protocol}.parquet.
+"""Assign every sample of a skeleton table to train/val/test under one protocol (xsub, xview,
+xset, view3, view2, unseen<K>_seed<S>) -> one split table (sample_id, split; the protocol in
+its schema metadata ``actionlm.protocol``). ``actionlm prepare`` writes DIR/splits/P.parquet.
 
 Standard protocols follow the datasets' papers (NTU60: Shahroudy et al. 2016; NTU120: Liu et
 al. 2019; NW-UCLA: Wang et al. 2014). ``unseen{K}_seed{S}`` holds out K classes chosen by a
@@ -18,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from actionlm.data.classes import read_class_names
 from actionlm.errors import ActionlmError
 from actionlm.io import with_metadata, write_parquet
 
@@ -120,16 +122,17 @@ def write_embedded_splits(embedded: dict[str, dict[str, str]], path: Path) -> No
     write_parquet(table, path)
 
 
-def write_split(data_dir: Path, protocol: str, *, val_fraction: float = 0.0, seed: int = 0) -> dict:
-    """Write ``data_dir/splits/{protocol}.parquet``: the input file's own partition when it
-    carried one under that name, otherwise computed from the samples' metadata."""
-    for name in ("skeletons.parquet", "classes.parquet", "embedded_splits.parquet"):
-        if not (data_dir / name).is_file():
-            raise ActionlmError(f"{data_dir / name}: no such file (run `actionlm prepare`)")
-    meta = pq.read_table(data_dir / "skeletons.parquet",
-                         columns=list(SPLIT_META_COLUMNS)).to_pandas()
-    n_classes = pq.read_metadata(data_dir / "classes.parquet").num_rows
-    embedded = pq.read_table(data_dir / "embedded_splits.parquet").to_pandas()
+def write_split(skeletons: Path, classes: Path, embedded_splits: Path, protocol: str,
+                out: Path, *, val_fraction: float = 0.0, seed: int = 0) -> dict:
+    """Write the split table ``out`` (``actionlm.protocol`` in its metadata): the input file's
+    own partition when ``embedded_splits`` holds one under that name, otherwise computed from
+    the samples' metadata in ``skeletons``."""
+    for path in (skeletons, classes, embedded_splits):
+        if not Path(path).is_file():
+            raise ActionlmError(f"{path}: no such file (run `actionlm prepare`)")
+    meta = pq.read_table(skeletons, columns=list(SPLIT_META_COLUMNS)).to_pandas()
+    n_classes = len(read_class_names(classes))
+    embedded = pq.read_table(embedded_splits).to_pandas()
     embedded = embedded[embedded["protocol"] == protocol]
     if len(embedded):
         membership = dict(zip(embedded["sample_id"], embedded["split"]))
@@ -138,17 +141,23 @@ def write_split(data_dir: Path, protocol: str, *, val_fraction: float = 0.0, see
                 "counts": {k: int(v) for k, v in frame["split"].value_counts().items()}}
     else:
         frame, info = make_split(meta, protocol, n_classes, val_fraction, seed)
-    write_parquet(split_table(frame, info), data_dir / "splits" / f"{protocol}.parquet")
+    write_parquet(split_table(frame, info), out)
     return info
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, required=True, help="folder written by 'actionlm prepare'")
+    p.add_argument("--skeletons", type=Path, required=True,
+                   help="skeletons.parquet written by 'actionlm prepare'")
+    p.add_argument("--classes", type=Path, required=True, help="its classes.parquet")
+    p.add_argument("--embedded-splits", type=Path, required=True,
+                   help="its embedded_splits.parquet (the input format's own partitions)")
     p.add_argument("--protocol", required=True)
+    p.add_argument("--out", type=Path, required=True, help="split table to write")
     p.add_argument("--val-fraction", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
 
 
 def run(args: argparse.Namespace) -> None:
-    info = write_split(args.data, args.protocol, val_fraction=args.val_fraction, seed=args.seed)
+    info = write_split(args.skeletons, args.classes, args.embedded_splits, args.protocol,
+                       args.out, val_fraction=args.val_fraction, seed=args.seed)
     print(f"{args.protocol}: {info['counts']}")

@@ -184,10 +184,6 @@ def write_classes(classes: ClassTable, path: str | os.PathLike) -> None:
     write_parquet(table, path)
 
 
-def read_skeletons(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
-    return pq.read_table(path, columns=columns)
-
-
 def sample_joints(row: dict) -> np.ndarray:
     """The [frames, bodies, joints, 3] array of one row of ``skeletons.parquet``."""
     shape = (row["n_frames"], row["n_bodies"], row["n_joints"], 3)

@@ -1,5 +1,6 @@
-"""Fixed-size training tensors from a prepared dataset: every sequence of one protocol's
-split, resized in time to ``window`` frames and zero-padded to ``bodies`` bodies.
+"""Fixed-size training tensors from a skeleton table and a split table (SplitFiles): every
+sequence of the requested splits, resized in time to ``window`` frames and zero-padded to
+``bodies`` bodies.
 
 Models with a fixed input length (the LLM-AR VQ-VAE, W = window / 4 tokens) read their data
 through here. Sequences are resized by linear interpolation over time with the first and last
@@ -9,20 +10,15 @@ record batch, so memory is bounded by one batch plus the resized output.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 
+from actionlm.data.split_files import SplitFiles, iter_split_batches
 from actionlm.errors import ActionlmError
-
-READ_COLUMNS = ["sample_id", "label", "n_frames", "n_bodies", "n_joints", "joints"]
 
 
 @dataclass
@@ -37,15 +33,6 @@ class SplitTensors:
 
     def __len__(self) -> int:
         return len(self.sample_ids)
-
-
-def read_split_assignment(data_dir: str | os.PathLike, protocol: str) -> dict[str, str]:
-    """sample_id -> split name from DIR/splits/{protocol}.parquet."""
-    path = Path(data_dir) / "splits" / f"{protocol}.parquet"
-    if not path.is_file():
-        raise ActionlmError(f"{path}: no such split file (run `actionlm split` for {protocol!r})")
-    table = pq.read_table(path, columns=["sample_id", "split"])
-    return dict(zip(table["sample_id"].to_pylist(), table["split"].to_pylist()))
 
 
 def resize_batch(batch: pa.RecordBatch, window: int, bodies: int, source: str) -> np.ndarray:
@@ -85,50 +72,19 @@ def resize_batch(batch: pa.RecordBatch, window: int, bodies: int, source: str) -
     return out.reshape(len(n_frames), window, bodies, int(n_joints[0]), 3)
 
 
-def iter_split_batches(
-    data_dir: str | os.PathLike,
-    protocol: str,
-    splits: tuple[str, ...] | None,
-    rows_per_batch: int = 512,
-) -> Iterator[tuple[pa.RecordBatch, list[str]]]:
-    """skeletons.parquet record batches (READ_COLUMNS) holding only the samples of ``splits``
-    (all splits of the protocol when None), each with its rows' split names, streamed in file
-    order; raises at the end if some of the split's sample ids were not in the file."""
-    assignment = read_split_assignment(data_dir, protocol)
-    if splits is not None:
-        assignment = {s: name for s, name in assignment.items() if name in splits}
-    path = Path(data_dir) / "skeletons.parquet"
-    if not path.is_file():
-        raise ActionlmError(f"{path}: no such file (run `actionlm prepare`)")
-    wanted = pa.array(list(assignment), pa.string())
-    found = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=rows_per_batch, columns=READ_COLUMNS):
-        batch = batch.filter(pc.is_in(batch["sample_id"], value_set=wanted))
-        if batch.num_rows == 0:
-            continue
-        found += batch.num_rows
-        yield batch, [assignment[s] for s in batch["sample_id"].to_pylist()]
-    if found != len(assignment):
-        raise ActionlmError(
-            f"{Path(data_dir) / 'splits' / f'{protocol}.parquet'}: {len(assignment) - found} "
-            f"sample ids of the requested splits are not in {path}"
-        )
-
-
 def iter_split_tensors(
-    data_dir: str | os.PathLike,
-    protocol: str,
+    files: SplitFiles,
     window: int,
     splits: tuple[str, ...] | None = None,
     bodies: int = 2,
     rows_per_batch: int = 512,
 ) -> Iterator[SplitTensors]:
-    """Stream the samples of ``splits`` (all splits of the protocol when None) in chunks of at
+    """Stream the samples of ``splits`` (every split of the table when None) in chunks of at
     most ``rows_per_batch``, in skeletons.parquet order."""
     if window < 2 or bodies < 1:
         raise ActionlmError(f"window must be >= 2 and bodies >= 1 (got {window}, {bodies})")
-    source = str(Path(data_dir) / "skeletons.parquet")
-    for batch, split_names in iter_split_batches(data_dir, protocol, splits, rows_per_batch):
+    source = str(files.skeletons)
+    for batch, split_names in iter_split_batches(files, splits, rows_per_batch):
         yield SplitTensors(
             joints=torch.from_numpy(resize_batch(batch, window, bodies, source)),
             labels=torch.from_numpy(batch["label"].to_numpy().astype(np.int64)),
@@ -137,13 +93,11 @@ def iter_split_tensors(
         )
 
 
-def load_split(
-    data_dir: str | os.PathLike, protocol: str, split: str, window: int, bodies: int = 2
-) -> SplitTensors:
+def load_split(files: SplitFiles, split: str, window: int, bodies: int = 2) -> SplitTensors:
     """All samples of one split as one SplitTensors (raises if the split is empty)."""
-    chunks = list(iter_split_tensors(data_dir, protocol, window, (split,), bodies))
+    chunks = list(iter_split_tensors(files, window, (split,), bodies))
     if not chunks:
-        raise ActionlmError(f"{data_dir}: protocol {protocol!r} has no {split!r} samples")
+        raise ActionlmError(f"{files.split}: no {split!r} samples")
     return SplitTensors(
         joints=torch.cat([c.joints for c in chunks]),
         labels=torch.cat([c.labels for c in chunks]),

@@ -1,4 +1,4 @@
-"""Run a frozen skeleton encoder over every sample of a protocol -> features.parquet
+"""Run a frozen skeleton encoder over every sample of a split table -> features.parquet
 (actionlm.data.features): SUGAR's per-step features [window / 4, C] for the LLM projector, or
 one pooled feature per sample (CE, GAP) for the report's embedding map.
 
@@ -20,22 +20,23 @@ from tqdm import tqdm
 from actionlm.data.clips import load_sequences, make_clips
 from actionlm.data.features import write_features
 from actionlm.data.skeleton_layouts import LAYOUTS, require_same_layout
-from actionlm.device import autocast, select_device
+from actionlm.data.split_files import SplitFiles
+from actionlm.device import autocast, select_device, set_threads
 from actionlm.eval.evaluate import add_encoder_run_arguments
 from actionlm.models.encoder import load_encoder
-from actionlm.train.common import set_threads
 
 log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def extract_features(model_path: Path, data_dir: Path, protocol: str, out: Path,
+def extract_features(model_path: Path, files: SplitFiles, out: Path,
                      device: torch.device, interval: float = 0.95,
                      batch_size: int = 256) -> tuple[int, int, int]:
     """Write the table; return its (samples, steps, width)."""
     model = load_encoder(model_path, device)
-    store = load_sequences(data_dir, protocol, ("train", "val", "test"), model.cfg.bodies)
-    require_same_layout(store.n_joints, LAYOUTS[model.cfg.layout].n_joints, data_dir, model_path)
+    store = load_sequences(files, ("train", "val", "test"), model.cfg.bodies)
+    require_same_layout(store.n_joints, LAYOUTS[model.cfg.layout].n_joints, files.skeletons,
+                        model_path)
     chunks = []
     with autocast(device):
         for start in tqdm(range(0, len(store), batch_size), unit="batch", desc="features"):
@@ -47,7 +48,7 @@ def extract_features(model_path: Path, data_dir: Path, protocol: str, out: Path,
                 features = model.joint_features(clips).mean(dim=-1, keepdim=True).transpose(1, 2)
             chunks.append(features.float().cpu().numpy())
     features = np.concatenate(chunks)
-    encoder = {**asdict(model.cfg), "weights": str(model_path), "protocol": protocol,
+    encoder = {**asdict(model.cfg), "weights": str(model_path), "protocol": files.protocol,
                "interval": interval}
     write_features(out, features, store.labels.numpy(), store.sample_ids, store.splits, encoder)
     log.info("wrote %s: %d samples x %d steps x %d", out, *features.shape)
@@ -56,10 +57,10 @@ def extract_features(model_path: Path, data_dir: Path, protocol: str, out: Path,
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, required=True, help="an encoder's best.safetensors")
-    add_encoder_run_arguments(p, "features.parquet to write (every split of the protocol)")
+    add_encoder_run_arguments(p, "features.parquet to write (every split of the table)")
 
 
 def run(args: argparse.Namespace) -> None:
     set_threads(args.threads)
-    extract_features(args.model, args.data, args.protocol, args.out, select_device(args.device),
-                     args.test_interval, args.batch_size)
+    extract_features(args.model, SplitFiles.from_args(args), args.out,
+                     select_device(args.device), args.test_interval, args.batch_size)

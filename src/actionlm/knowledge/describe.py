@@ -32,10 +32,11 @@ import unicodedata
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 
 from actionlm.config import config_errors
+from actionlm.data.classes import read_class_rows
+from actionlm.data.skeleton_layouts import BODY_PARTS
 from actionlm.errors import ActionlmError, InputError
 from actionlm.io import with_metadata, write_parquet
 from actionlm.knowledge.client import (
@@ -51,7 +52,6 @@ from actionlm.knowledge.client import (
 
 log = logging.getLogger(__name__)
 
-PARTS = ("head", "hand", "arm", "hip", "leg", "foot")
 KINDS = ("part", "synonym", "paragraph")  # "visual" rows come from describe-visual
 DEFAULT_PROMPTS = Path("configs/prompts/describe.yaml")
 GAP_SOURCE = "gap-import"
@@ -98,7 +98,7 @@ _KIND_SCHEMA = {
         "keep": {"type": "integer", "minimum": 1},
         "min_count": {"type": "integer", "minimum": 1},
         "min_words": {"type": "integer", "minimum": 1},
-        "min_parts": {"type": "integer", "minimum": 1, "maximum": len(PARTS)},
+        "min_parts": {"type": "integer", "minimum": 1, "maximum": len(BODY_PARTS)},
         "follow_up": {"type": "string", "allOf": [{"pattern": r"\{action\}"},
                                                    {"pattern": r"\{part\}"}]},
         "follow_up_max_tokens": {"type": "integer", "minimum": 1},
@@ -151,7 +151,7 @@ class Prompts:
         if problems:
             raise ActionlmError(f"{path}: " + "; ".join(problems))
         part = spec["kinds"]["part"]
-        if part.get("min_parts", len(PARTS)) < len(PARTS) and "follow_up" not in part:
+        if part.get("min_parts", len(BODY_PARTS)) < len(BODY_PARTS) and "follow_up" not in part:
             raise ActionlmError(f"{path}: kinds.part.follow_up: needed when min_parts < 6 "
                                 "(it asks for the parts an answer left out)")
         try:
@@ -271,10 +271,10 @@ def parse_parts(text: str, spec: dict, class_name: str = "") -> dict[str, str]:
             found[part] = description
         elif _norm(description) not in _norm(found[part]):
             found[part] += f"; {description}"
-    missing = [part for part in PARTS if part not in found]
-    if len(found) < spec.get("min_parts", len(PARTS)):
+    missing = [part for part in BODY_PARTS if part not in found]
+    if len(found) < spec.get("min_parts", len(BODY_PARTS)):
         raise InvalidAnswer(f"no description of {', '.join(missing)}")
-    return {part: found[part] for part in PARTS if part in found}
+    return {part: found[part] for part in BODY_PARTS if part in found}
 
 
 def parse_one_part(text: str, part: str) -> str:
@@ -340,21 +340,6 @@ def _norm(name: str) -> str:
 # ---------------------------------------------------------------- the table
 
 
-def read_class_list(path: str | os.PathLike) -> list[tuple[int, str, int | None]]:
-    """(label, class_name, native_id) of a dataset's classes.parquet."""
-    try:
-        table = pq.ParquetFile(path).read()
-    except FileNotFoundError:
-        raise ActionlmError(f"{path}: no such file") from None
-    except (OSError, pa.ArrowException) as err:
-        raise ActionlmError(f"{path}: not a Parquet table ({err})") from None
-    if not {"label", "class_name"} <= set(table.column_names):
-        raise ActionlmError(f"{path}: needs columns label and class_name, has {table.column_names}")
-    native = (table["native_id"].to_pylist() if "native_id" in table.column_names
-              else [None] * table.num_rows)
-    return list(zip(table["label"].to_pylist(), table["class_name"].to_pylist(), native))
-
-
 def descriptions_table(rows: list[dict], **metadata: object) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=with_metadata(DESCRIPTIONS_SCHEMA, **metadata))
 
@@ -370,7 +355,7 @@ def _rows(label: int, name: str, kind: str, value: object, source: str,
     """Table rows of one complete answer: six parts, the synonyms, or the paragraph."""
     if kind == "part":
         return [_row(label, name, kind, part, value[part], source, request_hash)
-                for part in PARTS]
+                for part in BODY_PARTS]
     texts = value if kind == "synonym" else [value]
     return [_row(label, name, kind, None, text, source, request_hash) for text in texts]
 
@@ -388,7 +373,7 @@ def _parts_left_out(jobs: list[tuple], answers: list[Answer | None],
     if "follow_up" not in prompts.kinds["part"]:
         return []
     return [(i, part) for i, ((_, _, kind), answer) in enumerate(zip(jobs, answers))
-            if kind == "part" for part in PARTS if answer is None or part not in answer.value]
+            if kind == "part" for part in BODY_PARTS if answer is None or part not in answer.value]
 
 
 def _ask(client: LLMClient, requests: list[ChatRequest], progress: str,
@@ -438,7 +423,7 @@ def describe_classes(classes: list[tuple], prompts: Prompts, client: LLMClient,
         if kind != "part" and answer is not None:
             rows += _rows(label, name, kind, answer.value, source, answer.request_hash)
             continue
-        for part in PARTS if kind == "part" else [None]:
+        for part in BODY_PARTS if kind == "part" else [None]:
             got = asked.get((i, part))
             if got is not None:
                 rows.append(_row(label, name, kind, part, got.value, source, got.request_hash))
@@ -468,7 +453,7 @@ def detect_gap_kind(lines: list[str]) -> str | None:
     comma-separated pieces (prose), else synonym (short phrases). None: not a GAP file."""
     if not lines:
         return None
-    if statistics.median(line.count(";") for line in lines) == len(PARTS):
+    if statistics.median(line.count(";") for line in lines) == len(BODY_PARTS):
         return "part"
     if sum("," in line for line in lines) < len(lines) / 2:
         return None
@@ -491,10 +476,10 @@ def _gap_entries(path: Path, kind: str, lines: list[str]) -> list[tuple[int, str
     for number, line in enumerate(lines, 1):
         if kind == "part":
             fields = [f.strip().rstrip(".").strip() for f in line.split(";")]
-            if len(fields) != len(PARTS) + 1 or not all(fields):
-                raise InputError(f"{path}:{number}", f"expected name;{';'.join(PARTS)} "
+            if len(fields) != len(BODY_PARTS) + 1 or not all(fields):
+                raise InputError(f"{path}:{number}", f"expected name;{';'.join(BODY_PARTS)} "
                                  f"(7 non-empty fields), got {len(fields)}")
-            entries.append((number, fields[0], dict(zip(PARTS, fields[1:]))))
+            entries.append((number, fields[0], dict(zip(BODY_PARTS, fields[1:]))))
             continue
         name, _, rest = line.partition(",")
         if kind == "synonym":
@@ -580,7 +565,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS,
                         help="prompts file (questions, in-context examples, sampling)")
     add_client_arguments(parser, default_model="gpt-4o-mini")
-    parser.add_argument("--allow-incomplete", action="store_true",
+    parser.add_argument("--allow-incomplete", action=argparse.BooleanOptionalAction, default=False,
                         help="a request that fails for good gives the class name as its text "
                         "(source fallback/label-name, logged, listed in the metadata) instead of "
                         "failing the stage: for small local models")
@@ -595,7 +580,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "by content)")
     gap.add_argument("--gap-match", choices=("name", "native-id"), default="name",
                      help="pair GAP lines with classes by name, or line k with native_id k")
-    gap.add_argument("--allow-missing", action="store_true",
+    gap.add_argument("--allow-missing", action=argparse.BooleanOptionalAction, default=False,
                      help="import even when some classes have no GAP line (they are logged)")
 
 
@@ -617,7 +602,7 @@ def describe_with_served_model(classes: list[tuple], prompts: Prompts,
 
 
 def run(args: argparse.Namespace) -> None:
-    classes = read_class_list(args.classes)
+    classes = read_class_rows(args.classes)
     if args.import_gap:
         table = import_gap(args.import_gap, classes, args.gap_match, args.allow_missing)
     elif args.serve_model_dir:

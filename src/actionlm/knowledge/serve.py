@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from actionlm.data.prepare_llm import llm_model_dir
 from actionlm.errors import ActionlmError
-from actionlm.llm.prepare_llm import llm_model_dir
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,14 @@ import argparse
 import base64
 import logging
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 from tqdm import tqdm
 
+from actionlm.cli_args import fields_from_args
+from actionlm.data.classes import read_class_rows
 from actionlm.errors import ActionlmError
 from actionlm.io import write_parquet
 from actionlm.knowledge.client import (
@@ -28,7 +30,7 @@ from actionlm.knowledge.client import (
     add_client_arguments,
     client_from_args,
 )
-from actionlm.knowledge.describe import descriptions_table, read_class_list
+from actionlm.knowledge.describe import descriptions_table
 from actionlm.text import DEFAULT_CLIP_PRETRAINED, RANDOM_INIT
 
 log = logging.getLogger(__name__)
@@ -130,7 +132,7 @@ def describe_visual(
     options: FrameOptions, *, max_tokens: int = 200, temperature: float = 0.7,
     save_frames: str | os.PathLike | None = None,
 ) -> pa.Table:
-    classes = read_class_list(classes_path)
+    classes = read_class_rows(classes_path)
     selected = select_frames(classes, options)
     rendered = options.frames_dir is None
     jobs = [(label, name, frame) for label, name, *_ in classes for frame in selected[label]]
@@ -171,20 +173,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     frames_from.add_argument("--skeletons", type=Path,
                              help="skeletons.parquet, rendered as stick figures (no RGB)")
     parser.add_argument("--out", required=True, type=Path, help="visual.parquet to write")
-    parser.add_argument("--frames-per-class", type=int, default=4,
+    defaults = FrameOptions()
+    parser.add_argument("--frames-per-class", type=int, default=defaults.frames_per_class,
                         help="k: most dissimilar frames described per class")
-    parser.add_argument("--samples-per-class", type=int, default=4,
+    parser.add_argument("--samples-per-class", type=int, default=defaults.samples_per_class,
                         help="renders: sequences drawn per class")
-    parser.add_argument("--frames-per-sample", type=int, default=8,
+    parser.add_argument("--frames-per-sample", type=int, default=defaults.frames_per_sample,
                         help="renders: frames per sequence, evenly spaced")
-    parser.add_argument("--render-size", type=int, default=224, help="render side in pixels")
-    parser.add_argument("--max-side", type=int, default=512,
+    parser.add_argument("--render-size", type=int, default=defaults.render_size,
+                        help="render side in pixels")
+    parser.add_argument("--max-side", type=int, default=defaults.max_side,
                         help="RGB frames are downscaled to this longer side before sending")
-    parser.add_argument("--clip-model", default="ViT-B-32", help="open_clip image tower")
-    parser.add_argument("--clip-pretrained", default=DEFAULT_CLIP_PRETRAINED,
+    parser.add_argument("--clip-model", default=defaults.clip_model,
+                        help="open_clip image tower")
+    parser.add_argument("--clip-pretrained", default=defaults.clip_pretrained,
                         help="open_clip weights tag or file; 'none' = random (tests only)")
-    parser.add_argument("--device", default="auto", help="for CLIP: auto, cpu, cuda:N")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=defaults.device, help="for CLIP: auto, cpu, cuda:N")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--save-frames", type=Path,
                         help="also write the chosen frames to DIR/{class_id}/NN.png")
     add_client_arguments(parser, default_model="gpt-4o")
@@ -193,7 +198,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    options = FrameOptions(**{f.name: getattr(args, f.name) for f in fields(FrameOptions)})
+    options = FrameOptions(**fields_from_args(FrameOptions, args))
     describe_visual(args.classes, args.out, client_from_args(args), options,
                     max_tokens=args.max_tokens, temperature=args.temperature,
                     save_frames=args.save_frames)

@@ -31,7 +31,7 @@ import os
 import re
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -39,11 +39,13 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from actionlm.cli_args import fields_from_args
+from actionlm.data.classes import read_class_names
 from actionlm.data.features import read_features
-from actionlm.device import autocast, select_device
+from actionlm.data.skeleton_layouts import BODY_PARTS
+from actionlm.device import autocast, select_device, set_threads
 from actionlm.errors import ActionlmError
 from actionlm.io import table_metadata
-from actionlm.knowledge.describe import PARTS, read_class_list
 from actionlm.llm.recognizer import (
     METHODS,
     LoraSettings,
@@ -58,7 +60,6 @@ from actionlm.train.common import (
     epoch_order,
     load_optimizer_state,
     seed_everything,
-    set_threads,
     write_curves,
 )
 
@@ -111,27 +112,10 @@ class TrainingData:
 # ---------------------------------------------------------------- inputs
 
 
-def read_classes(path: str | os.PathLike) -> list[str]:
-    """Class names in label order; labels must be 0..K-1 and names unique (they are the answers)."""
-    rows = sorted(read_class_list(path))
-    labels, names = [r[0] for r in rows], [str(r[1]).strip() for r in rows]
-    if labels != list(range(len(rows))):
-        raise ActionlmError(f"{path}: labels must be 0..{len(rows) - 1}, found {labels[:10]}")
-    seen: dict[str, int] = {}
-    for label, name in zip(labels, names):
-        if name.casefold() in seen:
-            raise ActionlmError(
-                f"{path}: duplicate class_name {name!r} (labels {seen[name.casefold()]} and "
-                f"{label}); the LLM could not tell the answers apart"
-            )
-        seen[name.casefold()] = label
-    return names
-
-
 def class_answers(classes: list[str], descriptions: str | os.PathLike | None,
                   words: int) -> list[str]:
     """Each class's trained answer: its name, and with ``descriptions`` (describe's table) the
-    class's body-part motions in PARTS order, as many whole phrases as fit in ``words`` words
+    class's body-part motions in BODY_PARTS order, as many whole phrases as fit in ``words`` words
     (SUGAR: "the corresponding ground truth and a description of the action")."""
     if descriptions is None:
         return list(classes)
@@ -141,12 +125,12 @@ def class_answers(classes: list[str], descriptions: str | os.PathLike | None,
         raise ActionlmError(f"{descriptions}: not a descriptions table (missing {sorted(missing)})")
     parts: dict[int, dict[str, str]] = {}
     for row in table.to_pylist():
-        if row["kind"] == "part" and row["part"] in PARTS:
+        if row["kind"] == "part" and row["part"] in BODY_PARTS:
             parts.setdefault(row["class_id"], {}).setdefault(row["part"], row["text"].strip())
     answers = []
     for label, name in enumerate(classes):
         phrases, used = [], 0
-        for part in PARTS:
+        for part in BODY_PARTS:
             text = parts.get(label, {}).get(part)
             if text and used + len(text.split()) <= words:
                 phrases.append(text)
@@ -411,10 +395,10 @@ def train_lora(args: argparse.Namespace) -> tuple[Recognizer, list[dict]]:
     """Build the recognizer from the stage's arguments, train or resume it, write the outputs;
     return the trained recognizer and the curve rows."""
     workers = start_workers(args.device)
-    train_cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    train_cfg = TrainConfig(**fields_from_args(TrainConfig, args))
     train_cfg.validate()
     seed_everything(train_cfg.seed, workers.device)
-    classes = read_classes(args.classes)
+    classes = read_class_names(args.classes)
     answers = class_answers(classes, args.descriptions, args.description_words)
     base = {"llm": str(args.llm), **base_fingerprint(args.llm)}
     lora = LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout,
@@ -475,35 +459,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--description-words", type=int, default=12,
                    help="longest description in words (whole body-part phrases)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    lora = LoraSettings()
     g = p.add_argument_group("LoRA (both papers: r 64, alpha 16)")
-    g.add_argument("--lora-r", type=int, default=8)
-    g.add_argument("--lora-alpha", type=float, default=16.0)
-    g.add_argument("--lora-dropout", type=float, default=0.05)
-    g.add_argument("--lora-targets", default="q_proj,v_proj",
+    g.add_argument("--lora-r", type=int, default=lora.r)
+    g.add_argument("--lora-alpha", type=float, default=lora.alpha)
+    g.add_argument("--lora-dropout", type=float, default=lora.dropout)
+    g.add_argument("--lora-targets", default=",".join(lora.target_modules),
                    help="comma-separated module names that get adapters")
     g.add_argument("--train-action-embeddings", action=argparse.BooleanOptionalAction,
                    default=True, help="llm_ar: train the U new token embeddings")
+    bridge = BridgeConfig()
     g = p.add_argument_group("SUGAR bridge (Table 4)")
-    g.add_argument("--bridge", choices=BRIDGES, default="tqp")
-    g.add_argument("--queries", type=int, default=128, help="query length L (LLM tokens)")
-    g.add_argument("--segments", type=int, default=4, help="TQP temporal segments")
-    g.add_argument("--depth", type=int, default=1, help="Q-Former blocks")
-    g.add_argument("--heads", type=int, default=4, help="Q-Former attention heads")
-    g.add_argument("--bridge-dropout", type=float, default=0.0)
+    g.add_argument("--bridge", choices=BRIDGES, default=bridge.kind)
+    g.add_argument("--queries", type=int, default=bridge.queries,
+                   help="query length L (LLM tokens)")
+    g.add_argument("--segments", type=int, default=bridge.segments,
+                   help="TQP temporal segments")
+    g.add_argument("--depth", type=int, default=bridge.depth, help="Q-Former blocks")
+    g.add_argument("--heads", type=int, default=bridge.heads, help="Q-Former attention heads")
+    g.add_argument("--bridge-dropout", type=float, default=bridge.dropout)
+    train = TrainConfig()
     g = p.add_argument_group("training")
-    g.add_argument("--lr", type=float, default=2e-4)
-    g.add_argument("--weight-decay", type=float, default=0.0)
-    g.add_argument("--epochs", type=int, default=1)
-    g.add_argument("--max-steps", type=int, default=0,
+    g.add_argument("--lr", type=float, default=train.lr)
+    g.add_argument("--weight-decay", type=float, default=train.weight_decay)
+    g.add_argument("--epochs", type=int, default=train.epochs)
+    g.add_argument("--max-steps", type=int, default=train.max_steps,
                    help="stop after this many steps (0: no cap)")
-    g.add_argument("--batch-size", type=int, default=16,
+    g.add_argument("--batch-size", type=int, default=train.batch_size,
                    help="samples per optimiser step, all processes together")
     g.add_argument("--micro-batch-size", type=int, default=4, help="samples per forward pass")
-    g.add_argument("--warmup-steps", type=int, default=0)
-    g.add_argument("--max-grad-norm", type=float, default=1.0, help="0: no clipping")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--gradient-checkpointing", action="store_true",
-                   help="recompute activations in backward (large models)")
+    g.add_argument("--warmup-steps", type=int, default=train.warmup_steps)
+    g.add_argument("--max-grad-norm", type=float, default=train.max_grad_norm,
+                   help="0: no clipping")
+    g.add_argument("--seed", type=int, default=train.seed)
+    g.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction,
+                   default=False, help="recompute activations in backward (large models)")
     g.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     g.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     g.add_argument("--checkpoint-every", type=int, default=50,

@@ -35,10 +35,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from actionlm.data.prepare_llm import MANIFEST, llm_model_dir, load_llm_embedding_matrix
 from actionlm.device import select_device
 from actionlm.errors import ActionlmError
 from actionlm.io import atomic_path, write_json
-from actionlm.llm.prepare_llm import MANIFEST, llm_model_dir, load_llm_embedding_matrix
 from actionlm.llm.tqp import BridgeConfig, build_bridge
 
 log = logging.getLogger(__name__)
@@ -323,9 +323,12 @@ class Recognizer(nn.Module):
 
 def load_recognizer(folder: str | os.PathLike, device: torch.device | str = "auto",
                     llm_dir: str | os.PathLike | None = None) -> Recognizer:
-    """A trained recognizer in eval mode. ``llm_dir`` overrides the base LLM folder recorded
-    in recognizer.json (a moved checkout, another node); it must hold the same model."""
+    """A trained recognizer in eval mode, from its folder or its recognizer.json. ``llm_dir``
+    overrides the base LLM folder recorded in recognizer.json (a moved checkout, another
+    node); it must hold the same model."""
     folder = Path(folder)
+    if folder.name == SPEC_FILE:
+        folder = folder.parent
     spec_path = folder / SPEC_FILE
     try:
         data = json.loads(spec_path.read_text())

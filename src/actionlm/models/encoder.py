@@ -9,6 +9,8 @@
 
 Weights are saved as safetensors with the EncoderConfig in the metadata, so a checkpoint
 rebuilds its own network, and one made for another architecture is refused with the reason.
+Inference (``predict_logits``, ``accuracy``) runs on deterministic centred test-time clips,
+for validation during training and for evaluation.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from actionlm.data.clips import SequenceStore, make_clips
 from actionlm.data.skeleton_layouts import LAYOUTS
+from actionlm.device import autocast
 from actionlm.errors import ActionlmError
 from actionlm.io import atomic_path
 from actionlm.models.ctrgcn import CTRGCN
@@ -185,3 +189,24 @@ def load_encoder(path: str | os.PathLike, device: torch.device | str = "cpu") ->
     model = SkeletonEncoder(read_encoder_config(path))
     load_weights(model, load_file(str(path)), str(path))
     return model.to(device).eval()
+
+
+@torch.no_grad()
+def predict_logits(model: SkeletonEncoder, store: SequenceStore, window: int,
+                   interval: tuple[float, ...], device: torch.device,
+                   batch_size: int = 256) -> torch.Tensor:
+    """[N, K] class logits of every sample of ``store`` (deterministic centred crops)."""
+    model.eval()
+    out = []
+    with autocast(device):
+        for start in range(0, len(store), batch_size):
+            index = torch.arange(start, min(start + batch_size, len(store)))
+            out.append(model(make_clips(store, index, window, interval).to(device)).float().cpu())
+    return torch.cat(out)
+
+
+def accuracy(model: SkeletonEncoder, store: SequenceStore, window: int,
+             interval: tuple[float, ...], device: torch.device) -> float:
+    """Top-1 of ``model`` on every sample of ``store``."""
+    logits = predict_logits(model, store, window, interval, device)
+    return (logits.argmax(1) == store.labels).float().mean().item()

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
-import pyarrow.parquet as pq
 
+from actionlm.data.classes import read_class_names
 from actionlm.data.features import read_features
 from actionlm.errors import ActionlmError
 from actionlm.io import atomic_path
@@ -45,8 +45,7 @@ def class_names(path: Path | None, labels: np.ndarray) -> dict[int, str]:
     """label -> name from classes.parquet (the label itself when no table is given)."""
     if path is None:
         return {int(label): str(label) for label in np.unique(labels)}
-    table = pq.read_table(path, columns=["label", "class_name"]).to_pydict()
-    return dict(zip(table["label"], table["class_name"]))
+    return dict(enumerate(read_class_names(path)))
 
 
 def plot_embedding(coords: np.ndarray, explained: np.ndarray, labels: np.ndarray,

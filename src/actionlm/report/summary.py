@@ -2,13 +2,14 @@
 OUT.csv: one table per dataset, rows = methods (or ablation variants), columns = protocols,
 cells = top-1 / top-5 % on the test split.
 
-Inputs: the ``metrics.json`` of ``actionlm evaluate`` (ROOT/{dataset}/{protocol}/{method}/
+Inputs: the ``metrics.json`` of ``actionlm evaluate`` (.../eval/{dataset}/{protocol}/{method}/
 metrics.json) and zero-shot seed averages of ``actionlm zeroshot-summary``
-(ROOT/{dataset}/zeroshot/unseen{K}/{method}.json, shown as mean ± std over the seeds); the
-dataset, protocol and method are read from the path below ROOT. ``--all`` collects every
-result under ROOT. ``--papers`` adds the papers' headline numbers as rows labelled
-"published (paper, GPU, full data)"; ``--published ROW=TOP1`` adds a published column (the
-paper's number for an ablation variant).
+(.../eval/{dataset}/zeroshot/unseen{K}/{method}.json, shown as mean ± std over the seeds); the
+dataset, protocol and method are read from the path (a cross-dataset run's results form the
+``cross`` table), the row name is the method or the file's ``--row-labels`` entry (ablation
+variants). ``--all`` adds every result below ``--root``. ``--papers`` adds the papers'
+headline numbers as rows labelled "published (paper, GPU, full data)"; ``--published ROW=TOP1``
+adds a published column (the paper's number for an ablation variant).
 
 summary.csv: dataset, method, source (this run / published ...), then per protocol
 ``{protocol} top1``, ``{protocol} top5``, ``{protocol} n`` (percent; n = test samples), and
@@ -27,6 +28,7 @@ import pandas as pd
 
 from actionlm.errors import ActionlmError
 from actionlm.io import atomic_path
+from actionlm.pipeline.paths import result_key
 from actionlm.report.published import PUBLISHED, PUBLISHED_SOURCE
 
 log = logging.getLogger(__name__)
@@ -35,18 +37,15 @@ THIS_RUN = "this run"
 MISSING = "–"
 
 
-def read_result(path: Path, root: Path) -> dict:
-    """One result row (percent) from an evaluation's metrics.json or a seed average, keyed by
-    its place below ``root``."""
-    try:
-        parts = path.resolve().relative_to(root.resolve()).parts
-    except ValueError:
-        raise ActionlmError(f"{path}: not below the results folder {root}") from None
-    seed_average = path.name != "metrics.json"
-    protocol_parts = parts[1:-1] if seed_average else parts[1:-2]
-    if not protocol_parts:
-        raise ActionlmError(f"{path}: expected {root}/DATASET/PROTOCOL/METHOD/metrics.json")
-    method = path.stem if seed_average else parts[-2]
+def read_result(path: Path, label: str | None = None) -> dict:
+    """One result row (percent) from an evaluation's metrics.json or a seed average; dataset,
+    protocol and method come from its path (actionlm.pipeline.paths.result_key), the row's
+    name is ``label`` when given (an ablation variant), else the method."""
+    key = result_key(str(path))
+    if key is None:
+        raise ActionlmError(f"{path}: not an evaluation's result (expected .../eval/DATASET/"
+                            "PROTOCOL/METHOD/metrics.json or .../eval/DATASET/zeroshot/unseenK/"
+                            "METHOD.json)")
     try:
         metrics = json.loads(path.read_text())
     except (OSError, ValueError) as err:
@@ -54,28 +53,28 @@ def read_result(path: Path, root: Path) -> dict:
     if not isinstance(metrics, dict) or "top1" not in metrics:
         raise ActionlmError(f"{path}: not an evaluation's metrics (no top1)")
 
-    def percent(key: str) -> float | None:
-        value = metrics.get(key)
+    def percent(name: str) -> float | None:
+        value = metrics.get(name)
         return None if value is None else 100.0 * float(value)
 
     return {
-        "dataset": parts[0], "protocol": "/".join(protocol_parts), "method": method,
-        "source": THIS_RUN, "top1": percent("top1"), "top5": percent("top5"),
-        "top1_std": percent("top1_std") if seed_average else None,
+        **key, "method": label or key["method"], "source": THIS_RUN, "top1": percent("top1"),
+        "top5": percent("top5"), "top1_std": percent("top1_std"),
         "n": sum(metrics["n"]) if isinstance(metrics.get("n"), list) else metrics.get("n"),
     }
 
 
 def find_results(root: Path) -> list[Path]:
     """Every evaluation below ``root``: metrics.json files and zero-shot seed averages."""
-    found = sorted(root.glob("*/**/metrics.json"))
-    found += sorted(root.glob("*/zeroshot/unseen*/*.json"))
-    return found
+    found = sorted(p for p in root.glob("**/metrics.json") if result_key(str(p)))
+    return found + sorted(p for p in root.glob("**/zeroshot/unseen*/*.json") if result_key(str(p)))
 
 
-def collect_results(paths: list[Path], root: Path) -> pd.DataFrame:
-    """The long results table, rows in input order."""
-    rows = [read_result(Path(p), root) for p in paths]
+def collect_results(paths: list[Path], labels: list[str] | None = None) -> pd.DataFrame:
+    """The long results table, rows in input order (named by ``labels`` when given)."""
+    if labels is not None and len(labels) != len(paths):
+        raise ActionlmError(f"--row-labels: {len(labels)} labels for {len(paths)} results")
+    rows = [read_result(Path(p), labels[i] if labels else None) for i, p in enumerate(paths)]
     return pd.DataFrame(rows, columns=["dataset", "protocol", "method", "source", "top1", "top5",
                                        "top1_std", "n"])
 
@@ -194,14 +193,16 @@ def parse_published(items: list[str]) -> dict[str, float]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("metrics", type=Path, nargs="*", help="metrics.json / zero-shot summary files")
-    p.add_argument("--all", action="store_true", help="also every result below --root")
-    p.add_argument("--root", type=Path, default=Path("results/eval"),
-                   help="folder the files lie in as ROOT/DATASET/PROTOCOL/METHOD/metrics.json")
+    p.add_argument("--row-labels", nargs="*", default=None, metavar="LABEL",
+                   help="the row name of each file in order (default: its method)")
+    p.add_argument("--all", action=argparse.BooleanOptionalAction, default=False,
+                   help="also every result below --root")
+    p.add_argument("--root", type=Path, default=Path("results"), help="folder --all searches")
     p.add_argument("--out-md", type=Path, required=True)
     p.add_argument("--out-csv", type=Path, required=True)
     p.add_argument("--title", default="Results")
     p.add_argument("--row-name", default="method", help="header of the row column (e.g. variant)")
-    p.add_argument("--papers", action="store_true",
+    p.add_argument("--papers", action=argparse.BooleanOptionalAction, default=False,
                    help="add the papers' headline numbers as labelled reference rows")
     p.add_argument("--published", nargs="*", default=None, metavar="ROW=TOP1",
                    help="a published top-1 %% per row (ablation variants)")
@@ -211,8 +212,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    paths = list(dict.fromkeys([*args.metrics, *(find_results(args.root) if args.all else [])]))
-    results = collect_results(paths, args.root)
+    results = collect_results(args.metrics, args.row_labels)
+    if args.all:
+        found = [p for p in find_results(args.root) if p not in set(args.metrics)]
+        results = pd.concat([results, collect_results(found)], ignore_index=True)
     published = None if args.published is None else parse_published(args.published)
     write_summary(results, args.out_md, args.out_csv, args.title, args.row_name, args.papers,
                   published, args.published_label, args.figures)

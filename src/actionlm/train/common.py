@@ -49,12 +49,6 @@ def reproducible_execution(device: torch.device) -> AbstractContextManager:
     return torch.jit.optimized_execution(device.type != "cpu")
 
 
-def set_threads(threads: int | None) -> None:
-    """Cap torch's CPU threads (a Snakemake rule's {threads}); None keeps torch's default."""
-    if threads:
-        torch.set_num_threads(threads)
-
-
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The sample order of one epoch, a pure function of (seed, epoch)."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))

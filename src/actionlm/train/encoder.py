@@ -1,4 +1,4 @@
-"""Train a skeleton encoder on one protocol's train split -> OUT/best.safetensors,
+"""Train a skeleton encoder on the train split of one split table -> OUT/best.safetensors,
 OUT/last.safetensors, OUT/config.json, OUT/curves.parquet.
 
 Methods: ``ce`` (cross-entropy baseline), ``gap`` (CE + lambda x GAP's multi-part contrastive
@@ -7,7 +7,7 @@ against several positive texts per skeleton, Eq. 3; CTR-GCN without temporal poo
 
 Clips are cut and resized a batch at a time (actionlm.data.clips). SGD with Nesterov momentum,
 linear warm-up then step or cosine decay (per step), gradient-norm clipping, bf16 autocast on
-CUDA. ``best.safetensors`` is the epoch with the best top-1 on the protocol's ``val`` split
+CUDA. ``best.safetensors`` is the epoch with the best top-1 on the split table's ``val`` split
 (split with --val-fraction); without a val split it is the last epoch (the test split is
 never looked at). A NaN/inf loss stops the run with the last good checkpoint kept.
 
@@ -29,16 +29,17 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from actionlm.cli_args import field_defaults, fields_from_args
+from actionlm.data.classes import read_class_names
 from actionlm.data.clips import SequenceStore, load_sequences, make_clips
 from actionlm.data.skeleton_layouts import layout_for_joints
-from actionlm.data.tensors import read_split_assignment
-from actionlm.device import autocast, select_device
+from actionlm.data.split_files import SplitFiles, add_split_arguments
+from actionlm.device import autocast, select_device, set_threads
 from actionlm.errors import ActionlmError
 from actionlm.io import write_json
 from actionlm.models.encoder import (
@@ -46,6 +47,7 @@ from actionlm.models.encoder import (
     METHODS,
     EncoderConfig,
     SkeletonEncoder,
+    accuracy,
     parameter_count,
     save_encoder,
 )
@@ -60,7 +62,6 @@ from actionlm.train.common import (
     rng_state,
     seed_everything,
     set_rng_state,
-    set_threads,
     write_curves,
 )
 
@@ -137,13 +138,6 @@ class Progress:
     curves: list[dict] = field(default_factory=list)
 
 
-def class_names(data_dir: Path) -> list[str]:
-    path = data_dir / "classes.parquet"
-    if not path.is_file():
-        raise ActionlmError(f"{path}: no such file (run `actionlm prepare`)")
-    return pq.read_table(path, columns=["class_name"])["class_name"].to_pylist()
-
-
 def batch_generator(seed: int, epoch: int, batch: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 100_003 + batch)
 
@@ -182,7 +176,7 @@ class LanguageTargets(nn.Module):
 
 
 class EncoderTraining:
-    def __init__(self, data_dir: Path, protocol: str, out_dir: Path, model_options: dict,
+    def __init__(self, files: SplitFiles, classes: Path, out_dir: Path, model_options: dict,
                  train_cfg: TrainConfig, texts_path: Path | None, device: torch.device,
                  text_encoder: dict | None = None):
         """``text_encoder``: build_text_encoder's backend/model/pretrained, for
@@ -190,15 +184,15 @@ class EncoderTraining:
         self.out_dir, self.device = out_dir, device
         self.cfg = train_cfg.validate()
         seed_everything(train_cfg.seed, device)
-        names = class_names(data_dir)
-        has_val = "val" in set(read_split_assignment(data_dir, protocol).values())
-        store = load_sequences(data_dir, protocol, ("train", "val") if has_val else ("train",),
+        names = read_class_names(classes)
+        has_val = "val" in set(files.assignment().values())
+        store = load_sequences(files, ("train", "val") if has_val else ("train",),
                                model_options.get("bodies", 2))
         self.train = store.subset("train") if has_val else store
         self.val = store.subset("val") if has_val else None
         if len(self.train) < 2:
-            raise ActionlmError(f"{data_dir}: protocol {protocol!r} has {len(self.train)} "
-                                "training samples; need at least 2")
+            raise ActionlmError(f"{files.split}: {len(self.train)} training samples; "
+                                "need at least 2")
         texts = None
         if model_options["method"] != "ce":
             if texts_path is None:
@@ -206,7 +200,7 @@ class EncoderTraining:
                                     "(text_embeddings.parquet)")
             texts = ClassTexts(texts_path, len(names))
         self.model_cfg = self.encoder_config(model_options, store, names,
-                                             texts.width if texts else 0, data_dir)
+                                             texts.width if texts else 0, files, classes)
         self.model = SkeletonEncoder(self.model_cfg)
         log.info("%s encoder (%s, c=%d): %d parameters, %d train / %d val samples",
                  self.model_cfg.method, self.model_cfg.backbone, self.model_cfg.base_channels,
@@ -235,7 +229,8 @@ class EncoderTraining:
         if text_params:  # a pretrained transformer: a small AdamW step, not SGD at lr 0.1
             self.optimizers.append(torch.optim.AdamW(text_params, lr=train_cfg.text_lr))
         self.config = {
-            "data": {"data_dir": str(data_dir), "protocol": protocol,
+            "data": {"skeletons": str(files.skeletons), "split": str(files.split),
+                     "protocol": files.protocol, "classes": str(classes),
                      "texts": str(texts_path) if texts_path else None},
             "model": asdict(self.model_cfg), "train": asdict(train_cfg),
             "text_encoder": text_encoder if text_params else None,
@@ -245,18 +240,19 @@ class EncoderTraining:
 
     @staticmethod
     def encoder_config(options: dict, store: SequenceStore, names: list[str],
-                       text_width: int, data_dir: Path) -> EncoderConfig:
+                       text_width: int, files: SplitFiles, classes: Path) -> EncoderConfig:
         """The network for this data; a requested num_class / layout / window must fit it."""
         layout = layout_for_joints(store.n_joints).name
         if options.get("layout") not in (None, layout):
-            raise ActionlmError(f"{data_dir}: layout {options['layout']!r} does not fit the "
-                                f"data's {store.n_joints} joints ({layout})")
+            raise ActionlmError(f"{files.skeletons}: layout {options['layout']!r} does not fit "
+                                f"the data's {store.n_joints} joints ({layout})")
         if options.get("num_class") not in (None, len(names)):
             raise ActionlmError(f"num_class {options['num_class']} does not fit "
-                                f"{data_dir / 'classes.parquet'} ({len(names)} classes)")
+                                f"{classes} ({len(names)} classes)")
         labels_seen = int(store.labels.max()) + 1
         if labels_seen > len(names):
-            raise ActionlmError(f"{data_dir}: label {labels_seen - 1} has no class name")
+            raise ActionlmError(f"{files.skeletons}: label {labels_seen - 1} has no class name "
+                                f"in {classes}")
         window, longest = options.get("window", 64), int(store.lengths.max())
         if window > longest:
             raise ActionlmError(f"window {window} is longer than the longest training sequence "
@@ -389,43 +385,26 @@ class EncoderTraining:
         self.save(progress)
 
 
-@torch.no_grad()
-def predict_logits(model: SkeletonEncoder, store: SequenceStore, window: int,
-                   interval: tuple[float, ...], device: torch.device,
-                   batch_size: int = 256) -> torch.Tensor:
-    """[N, K] class logits of every sample of ``store`` (deterministic centred crops)."""
-    model.eval()
-    out = []
-    with autocast(device):
-        for start in range(0, len(store), batch_size):
-            index = torch.arange(start, min(start + batch_size, len(store)))
-            out.append(model(make_clips(store, index, window, interval).to(device)).float().cpu())
-    return torch.cat(out)
-
-
-def accuracy(model: SkeletonEncoder, store: SequenceStore, window: int,
-             interval: tuple[float, ...], device: torch.device) -> float:
-    logits = predict_logits(model, store, window, interval, device)
-    return (logits.argmax(1) == store.labels).float().mean().item()
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=METHODS, required=True)
-    p.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
-    p.add_argument("--protocol", required=True, help="split protocol; trains on its train split")
+    add_split_arguments(p)
+    p.add_argument("--classes", type=Path, required=True, help="the dataset's classes.parquet")
     p.add_argument("--texts", type=Path, default=None,
                    help="text_embeddings.parquet (gap, sugar)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    net = field_defaults(EncoderConfig)
     g = p.add_argument_group("network")
-    g.add_argument("--backbone", choices=sorted(BACKBONES), default="ctrgcn")
-    g.add_argument("--base-channels", type=int, default=64, help="width c of the first blocks")
-    g.add_argument("--window", type=int, default=64, help="frames per clip (multiple of 4)")
-    g.add_argument("--bodies", type=int, default=2)
-    g.add_argument("--dropout", type=float, default=0.0)
-    g.add_argument("--parts", type=int, choices=(1, 2, 4, 6), default=4,
+    g.add_argument("--backbone", choices=sorted(BACKBONES), default=net["backbone"])
+    g.add_argument("--base-channels", type=int, default=net["base_channels"],
+                   help="width c of the first blocks")
+    g.add_argument("--window", type=int, default=net["window"],
+                   help="frames per clip (multiple of 4)")
+    g.add_argument("--bodies", type=int, default=net["bodies"])
+    g.add_argument("--dropout", type=float, default=net["dropout"])
+    g.add_argument("--parts", type=int, choices=(1, 2, 4, 6), default=net["parts"],
                    help="GAP partition: 1 = global term only, 2, 4 or 6 parts (+ global)")
     g.add_argument("--num-class", type=int, default=None,
-                   help="expected number of classes (checked against classes.parquet)")
+                   help="expected number of classes (checked against --classes)")
     g.add_argument("--layout", default=None,
                    help="expected skeleton layout (checked against the data's joints)")
     defaults = TrainConfig()
@@ -442,11 +421,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    default=list(defaults.train_interval),
                    help="crop share: one value (fixed) or two (uniform range)")
     g.add_argument("--test-interval", type=float, nargs=1, default=list(defaults.test_interval))
-    g.add_argument("--global-text", choices=("synonym", "paragraph"), default="synonym")
+    g.add_argument("--global-text", choices=("synonym", "paragraph"),
+                   default=defaults.global_text)
     g.add_argument("--sugar-kinds", nargs="+", default=list(defaults.sugar_kinds),
                    help="description kinds that are SUGAR's positive texts")
     g = p.add_argument_group("text encoder (GAP, SUGAR)")
-    g.add_argument("--text-tuning", choices=("frozen", "finetune"), default="frozen",
+    g.add_argument("--text-tuning", choices=("frozen", "finetune"), default=defaults.text_tuning,
                    help="frozen: the stored embeddings of --texts; finetune: train the text "
                    "encoder that made them (AdamW, --text-lr)")
     g.add_argument("--text-backend", choices=BACKENDS, default="sentence-transformers")
@@ -461,16 +441,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     set_threads(args.threads)
-    model_options = {k: getattr(args, k) for k in (
-        "method", "backbone", "base_channels", "window", "bodies", "dropout", "parts",
-        "num_class", "layout")}
-    train_cfg = TrainConfig(**{
-        k: tuple(v) if isinstance(v, list) else v
-        for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
+    model_options = fields_from_args(EncoderConfig, args, skip=("text_width",))
+    train_cfg = TrainConfig(**fields_from_args(TrainConfig, args))
     text_encoder = {"backend": args.text_backend, "model": args.text_model,
                     "pretrained": args.text_pretrained}
-    training = EncoderTraining(args.data, args.protocol, args.out, model_options, train_cfg,
-                               args.texts, select_device(args.device), text_encoder)
+    training = EncoderTraining(SplitFiles.from_args(args), args.classes, args.out, model_options,
+                               train_cfg, args.texts, select_device(args.device), text_encoder)
     curves = training.run(args.checkpoint_every)
     last = curves[-1]
     log.info("trained %d epochs: loss %.4f, train top-1 %.3f, val top-1 %.3f -> %s",

@@ -1,16 +1,17 @@
-"""Turn every sample of one protocol into its LLM-AR "action sentence" with a trained VQ-VAE
+"""Turn every sample of one split table into its LLM-AR "action sentence" with a trained VQ-VAE
 -> OUT/action_sentences.parquet, OUT/codebook_usage.parquet, OUT/usage.json and
 OUT/token_frequency.png (rank-frequency against Zipf's law).
 
 ``action_sentences.parquet`` (one row per sample, skeletons.parquet order; what the LLM stage
 reads):
     sample_id  string   as in skeletons.parquet
-    split      string   train / val / test under the protocol
+    split      string   train / val / test, as in the split table
     label      int16    0-based class
     tokens     list<int16>  code indices in [0, U), W = window / 4 of them
     n_tokens   int16    len(tokens)
     schema metadata: actionlm.codes (U), actionlm.tokens_per_sentence (W), actionlm.codebook
-    (hyperbolic / euclidean), actionlm.vqvae (weights file), actionlm.protocol.
+    (hyperbolic / euclidean), actionlm.vqvae (weights file), actionlm.protocol (the split
+    table's).
 
 ``codebook_usage.parquet``: split (train / val / test / all), rank (1 = most used), code,
 count, frequency (count / tokens of that split), zipf (Zipf(alpha, beta) probability of that
@@ -38,12 +39,12 @@ import torch
 from tqdm import tqdm
 
 from actionlm.data.skeleton_layouts import require_same_layout
+from actionlm.data.split_files import SplitFiles, add_split_arguments
 from actionlm.data.tensors import iter_split_tensors
-from actionlm.device import autocast, select_device
+from actionlm.device import autocast, select_device, set_threads
 from actionlm.io import atomic_path, with_metadata, write_json, write_parquet
 from actionlm.models.vqvae import load_vqvae
 from actionlm.models.vqvae_losses import LossConfig, js_divergence, perplexity, zipf_distribution
-from actionlm.train.common import set_threads
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -114,8 +115,7 @@ def plot_rank_frequency(
 
 
 def tokenize_dataset(
-    data_dir: str | Path,
-    protocol: str,
+    files: SplitFiles,
     vqvae_path: str | Path,
     out_dir: str | Path,
     batch_size: int = 256,
@@ -123,6 +123,7 @@ def tokenize_dataset(
 ) -> dict:
     """Write the four outputs and return the usage.json content."""
     out_dir = Path(out_dir)
+    protocol = files.protocol
     device = select_device(device_name)
     model = load_vqvae(vqvae_path, device)
     cfg = model.cfg
@@ -148,9 +149,9 @@ def tokenize_dataset(
         atomic_path(out_dir / "action_sentences.parquet") as tmp,
         pq.ParquetWriter(tmp, schema) as writer,
     ):
-        chunks = iter_split_tensors(data_dir, protocol, cfg.window, None, cfg.bodies, batch_size)
+        chunks = iter_split_tensors(files, cfg.window, None, cfg.bodies, batch_size)
         for chunk in tqdm(chunks, desc="tokenize", unit="batch"):
-            require_same_layout(chunk.joints.shape[3], cfg.joints, data_dir, vqvae_path)
+            require_same_layout(chunk.joints.shape[3], cfg.joints, files.skeletons, vqvae_path)
             with autocast(device):
                 codes = model.tokenize(chunk.joints.to(device)).cpu()
             offsets = np.arange(0, codes.numel() + 1, cfg.tokens, dtype=np.int32)
@@ -214,10 +215,7 @@ def tokenize_dataset(
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
-    p.add_argument(
-        "--protocol", required=True, help="split protocol (all its splits are tokenized)"
-    )
+    add_split_arguments(p)
     p.add_argument("--vqvae", type=Path, required=True, help="vqvae.safetensors from train-vqvae")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--batch-size", type=int, default=256, help="samples per batch")
@@ -227,4 +225,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     set_threads(args.threads)
-    tokenize_dataset(args.data, args.protocol, args.vqvae, args.out, args.batch_size, args.device)
+    tokenize_dataset(SplitFiles.from_args(args), args.vqvae, args.out, args.batch_size,
+                     args.device)

@@ -1,5 +1,5 @@
 """Train LLM-AR's action VQ-VAE (hyperbolic codebook, human-inductive-bias losses) on the train
-split of one protocol -> OUT/vqvae.safetensors, OUT/config.json, OUT/curves.parquet.
+split of one split table -> OUT/vqvae.safetensors, OUT/config.json, OUT/curves.parquet.
 
 Resumable: OUT/checkpoints/ holds the newest checkpoint (every --checkpoint-every steps and at
 each epoch's end); rerunning the same command continues from it and, on CPU, ends with the
@@ -23,18 +23,20 @@ import argparse
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import geoopt
 import torch
 from tqdm import tqdm
 
+from actionlm.cli_args import field_defaults, fields_from_args
+from actionlm.data.prepare_llm import llm_hidden_size, load_llm_embedding_matrix
+from actionlm.data.split_files import SplitFiles, add_split_arguments
 from actionlm.data.tensors import load_split
-from actionlm.device import autocast, select_device
+from actionlm.device import autocast, select_device, set_threads
 from actionlm.errors import ActionlmError
 from actionlm.io import write_json
-from actionlm.llm.prepare_llm import llm_hidden_size, load_llm_embedding_matrix
 from actionlm.models.vqvae import CODEBOOKS, ActionVQVAE, VQVAEConfig, save_vqvae
 from actionlm.models.vqvae_losses import LossConfig, VQVAELoss, perplexity
 from actionlm.train.common import (
@@ -46,7 +48,6 @@ from actionlm.train.common import (
     rng_state,
     seed_everything,
     set_rng_state,
-    set_threads,
     write_curves,
 )
 
@@ -154,7 +155,7 @@ def llm_embedding_rows(llm_dir: str | Path, width: int | None) -> torch.Tensor:
 class VQVAETraining:
     """One training run: data, model, loss, optimisers, and its checkpoint store."""
 
-    def __init__(self, data_dir, protocol, llm_dir, out_dir, model_options: dict,
+    def __init__(self, files: SplitFiles, llm_dir, out_dir, model_options: dict,
                  loss_cfg: LossConfig, train_cfg: TrainConfig, device: torch.device):
         self.out_dir = Path(out_dir)
         self.train_cfg = train_cfg.validate()
@@ -163,10 +164,11 @@ class VQVAETraining:
         probe = VQVAEConfig(**{**model_options, "width": llm.shape[1]}).validate()
         self.device = device
         seed_everything(train_cfg.seed, device)
-        self.data = load_split(data_dir, protocol, "train", probe.window, probe.bodies)
+        self.data = load_split(files, "train", probe.window, probe.bodies)
         self.cfg = VQVAEConfig(**{**asdict(probe), "joints": self.data.joints.shape[3]})
         self.config = {
-            "data": {"data_dir": str(data_dir), "protocol": protocol, "llm": str(llm_dir)},
+            "data": {"skeletons": str(files.skeletons), "split": str(files.split),
+                     "protocol": files.protocol, "llm": str(llm_dir)},
             "model": asdict(self.cfg), "loss": asdict(loss_cfg), "train": asdict(train_cfg),
         }
         warn_if_ball_saturates(llm, self.cfg)
@@ -255,8 +257,7 @@ class VQVAETraining:
 
 
 def train_vqvae(
-    data_dir: str | Path,
-    protocol: str,
+    files: SplitFiles,
     llm_dir: str | Path,
     out_dir: str | Path,
     model_options: dict,
@@ -269,47 +270,56 @@ def train_vqvae(
 
     ``model_options``: VQVAEConfig fields except ``joints`` (taken from the data) and
     ``width`` (the LLM's hidden size; when given it must equal it)."""
-    training = VQVAETraining(data_dir, protocol, llm_dir, out_dir, model_options, loss_cfg,
+    training = VQVAETraining(files, llm_dir, out_dir, model_options, loss_cfg,
                              train_cfg, select_device(device_name))
     return training.run(checkpoint_every)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
-    p.add_argument("--protocol", required=True, help="split protocol; trains on its train split")
+    add_split_arguments(p)
     p.add_argument("--llm", type=Path, required=True,
                    help="target LLM: a prepare-llm folder or a Hugging Face model folder")
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    net = field_defaults(VQVAEConfig)
     g = p.add_argument_group("VQ-VAE network (Sec. 3.1)")
     g.add_argument("--width", type=int, default=None,
                    help="code width d_u; default and only valid value: the LLM's hidden size")
-    g.add_argument("--window", type=int, default=64, help="frames V per sequence (W = V/4 tokens)")
-    g.add_argument("--bodies", type=int, default=2, help="bodies kept per frame (zero-padded)")
-    g.add_argument("--codes", type=int, default=512, help="codebook size U (even)")
-    g.add_argument("--codebook", choices=CODEBOOKS, default="hyperbolic",
+    g.add_argument("--window", type=int, default=net["window"],
+                   help="frames V per sequence (W = V/4 tokens)")
+    g.add_argument("--bodies", type=int, default=net["bodies"],
+                   help="bodies kept per frame (zero-padded)")
+    g.add_argument("--codes", type=int, default=net["codes"], help="codebook size U (even)")
+    g.add_argument("--codebook", choices=CODEBOOKS, default=net["codebook"],
                    help="Poincaré-ball codebook or the Euclidean ablation (Table 6)")
-    g.add_argument("--curvature", type=float, default=1.0, help="Poincaré ball curvature c > 0")
-    g.add_argument("--channels", type=int, default=64, help="conv channels of encoder/decoder")
-    g.add_argument("--depth", type=int, default=2, help="residual blocks per resolution")
+    g.add_argument("--curvature", type=float, default=net["curvature"],
+                   help="Poincaré ball curvature c > 0")
+    g.add_argument("--channels", type=int, default=net["channels"],
+                   help="conv channels of encoder/decoder")
+    g.add_argument("--depth", type=int, default=net["depth"],
+                   help="residual blocks per resolution")
+    loss = LossConfig()
     g = p.add_argument_group("losses (Eqs. 3-12; --no-X for the Table 4 ablations)")
     flag = argparse.BooleanOptionalAction
-    g.add_argument("--zipf", action=flag, default=True, help="Zipf loss (Eq. 4)")
-    g.add_argument("--context", action=flag, default=True, help="context loss (Eq. 5)")
-    g.add_argument("--mmd", action=flag, default=True, help="MMD to the LLM's embeddings (Eq. 7)")
-    g.add_argument("--zipf-alpha", type=float, default=1.0)
-    g.add_argument("--zipf-beta", type=float, default=2.7)
-    g.add_argument("--omega1", type=float, default=0.02, help="commitment weight")
-    g.add_argument("--omega2", type=float, default=0.2, help="human-bias weight")
-    g.add_argument("--gumbel-tau", type=float, default=1.0,
+    g.add_argument("--zipf", action=flag, default=loss.zipf, help="Zipf loss (Eq. 4)")
+    g.add_argument("--context", action=flag, default=loss.context, help="context loss (Eq. 5)")
+    g.add_argument("--mmd", action=flag, default=loss.mmd,
+                   help="MMD to the LLM's embeddings (Eq. 7)")
+    g.add_argument("--zipf-alpha", type=float, default=loss.zipf_alpha)
+    g.add_argument("--zipf-beta", type=float, default=loss.zipf_beta)
+    g.add_argument("--omega1", type=float, default=loss.omega1, help="commitment weight")
+    g.add_argument("--omega2", type=float, default=loss.omega2, help="human-bias weight")
+    g.add_argument("--gumbel-tau", type=float, default=loss.gumbel_tau,
                    help="temperature dividing -dist before Gumbel sampling (Eq. 3)")
-    g.add_argument("--mmd-rows", type=int, default=2048, help="LLM rows sampled for the MMD")
+    g.add_argument("--mmd-rows", type=int, default=loss.mmd_rows,
+                   help="LLM rows sampled for the MMD")
+    train = TrainConfig()
     g = p.add_argument_group("training")
-    g.add_argument("--lr", type=float, default=2e-4)
-    g.add_argument("--weight-decay", type=float, default=0.0)
-    g.add_argument("--epochs", type=int, default=30)
-    g.add_argument("--batch-size", type=int, default=256)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--reset-every", type=int, default=100,
+    g.add_argument("--lr", type=float, default=train.lr)
+    g.add_argument("--weight-decay", type=float, default=train.weight_decay)
+    g.add_argument("--epochs", type=int, default=train.epochs)
+    g.add_argument("--batch-size", type=int, default=train.batch_size)
+    g.add_argument("--seed", type=int, default=train.seed)
+    g.add_argument("--reset-every", type=int, default=train.reset_every,
                    help="steps between dead-code resets (0 = never)")
     g.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     g.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
@@ -317,18 +327,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="steps between mid-epoch checkpoints (0 = at epoch ends only)")
 
 
-def config_from_args(cls: type, args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict:
-    """The fields of dataclass ``cls`` from the argparse values of the same name."""
-    return {f.name: getattr(args, f.name) for f in fields(cls) if f.name not in skip}
-
-
 def run(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     curves = train_vqvae(
-        args.data, args.protocol, args.llm, args.out,
-        model_options=config_from_args(VQVAEConfig, args, skip=("joints",)),
-        loss_cfg=LossConfig(**config_from_args(LossConfig, args)),
-        train_cfg=TrainConfig(**config_from_args(TrainConfig, args)),
+        SplitFiles.from_args(args), args.llm, args.out,
+        model_options=fields_from_args(VQVAEConfig, args, skip=("joints",)),
+        loss_cfg=LossConfig(**fields_from_args(LossConfig, args)),
+        train_cfg=TrainConfig(**fields_from_args(TrainConfig, args)),
         device_name=args.device,
         checkpoint_every=args.checkpoint_every,
     )

@@ -1,5 +1,7 @@
-"""Evaluation of the LLM recognizers (LLM-AR, SUGAR) on a protocol's test split, closed-set or
-zero-shot, and the linear probe that zero-shot recognition is compared with.
+"""Evaluation of the LLM recognizers (LLM-AR, SUGAR) on the test split of an inputs table
+(action sentences or encoder features), closed-set or zero-shot, and the linear probe that
+zero-shot recognition is compared with. Class names come from --classes; the protocol named in
+metrics.json is the one the inputs table records (left out when it records none).
 
 Every test sample is scored against every candidate class at once (actionlm.llm.scoring):
 top-1 and top-5 come from one ranking, never from an unmatched free-form answer.
@@ -30,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from actionlm.data.classes import read_class_names
 from actionlm.data.features import read_features
 from actionlm.device import autocast, select_device
 from actionlm.errors import ActionlmError
@@ -51,6 +54,7 @@ class TestInputs:
 
     sample_ids: list[str]
     labels: np.ndarray
+    protocol: str | None
     tokens: list[list[int]] | None = None
     codes: int | None = None
     features: torch.Tensor | None = None
@@ -70,7 +74,8 @@ def read_inputs(path: Path, split: str) -> TestInputs:
     names = pq.read_schema(path).names
     if "features" in names:
         data = read_features(path, (split,))
-        return TestInputs(data.sample_ids, data.labels.numpy(), features=data.features)
+        return TestInputs(data.sample_ids, data.labels.numpy(), data.encoder.get("protocol"),
+                          features=data.features)
     if "tokens" not in names:
         raise ActionlmError(f"{path}: neither action sentences (tokens) nor features")
     table = pq.read_table(path, columns=["sample_id", "split", "label", "tokens"])
@@ -79,18 +84,8 @@ def read_inputs(path: Path, split: str) -> TestInputs:
         raise ActionlmError(f"{path}: no rows in split {split!r}")
     return TestInputs(table["sample_id"].to_pylist(),
                       table["label"].to_numpy().astype(np.int64),
-                      tokens=table["tokens"].to_pylist(), codes=table_metadata(table, "codes"))
-
-
-def read_class_names(data_dir: Path) -> list[str]:
-    """Class names in label order from DIR/classes.parquet."""
-    path = data_dir / "classes.parquet"
-    if not path.is_file():
-        raise ActionlmError(f"{path}: no class table (run actionlm prepare)")
-    table = pq.read_table(path, columns=["label", "class_name"]).to_pandas().sort_values("label")
-    if table["label"].tolist() != list(range(len(table))):
-        raise ActionlmError(f"{path}: labels are not 0..{len(table) - 1}")
-    return table["class_name"].tolist()
+                      table_metadata(table, "protocol"), tokens=table["tokens"].to_pylist(),
+                      codes=table_metadata(table, "codes"))
 
 
 def candidate_classes(labels: np.ndarray, names: list[str], zero_shot: bool
@@ -116,13 +111,13 @@ def evaluate_recognizer(args: argparse.Namespace) -> dict:
         raise ActionlmError(
             f"{args.model}: a {recognizer.spec.method} recognizer, not {args.method}")
     test = read_inputs(args.inputs, "test")
-    names = read_class_names(args.data)
+    names = read_class_names(args.classes)
     chosen, labels = candidate_classes(test.labels, names, args.zero_shot)
     candidates = [names[c] for c in chosen]
     untrained = sorted(set(candidates) - set(recognizer.spec.classes))
     if untrained and not args.zero_shot:
-        raise ActionlmError(f"{args.model}: never trained on {untrained[:3]} of {args.data}; "
-                            "evaluate unseen classes with --zero-shot")
+        raise ActionlmError(f"{args.model}: never trained on {untrained[:3]} of "
+                            f"{args.classes}; evaluate unseen classes with --zero-shot")
     answers = tokenize_answers(recognizer.tokenizer,
                                [recognizer.answer_text(c) for c in candidates])
     listed = candidates if args.zero_shot else None
@@ -137,11 +132,16 @@ def evaluate_recognizer(args: argparse.Namespace) -> dict:
             if args.describe_tokens:
                 generated += generate_answers(recognizer.model, recognizer.tokenizer, embeds,
                                               mask, args.describe_tokens)
-    metadata = {"method": args.method, "protocol": args.protocol, "model": str(args.model),
+    metadata = {"method": args.method, **protocol_of(test), "model": str(args.model),
                 "inputs": str(args.inputs), "zero_shot": args.zero_shot,
                 "normalize": args.normalize}
     return _write(args, torch.cat(scores).numpy(), labels, test.sample_ids, candidates,
                   {"generated": generated} if args.describe_tokens else None, metadata)
+
+
+def protocol_of(inputs: TestInputs) -> dict:
+    """metrics.json's ``protocol``: the inputs table's, when it records one."""
+    return {} if inputs.protocol is None else {"protocol": inputs.protocol}
 
 
 def probe_inputs(data: TestInputs, codes: int | None) -> torch.Tensor:
@@ -185,7 +185,7 @@ def evaluate_linear_probe(args: argparse.Namespace) -> dict:
     candidates of ``--inputs``' test split; a class never trained on scores -inf."""
     train = read_inputs(args.train_inputs or args.inputs, "train")
     test = read_inputs(args.inputs, "test")
-    names = read_class_names(args.data)
+    names = read_class_names(args.classes)
     chosen, labels = candidate_classes(test.labels, names, args.zero_shot)
     if (train.tokens is None) != (test.tokens is None):
         raise ActionlmError(f"{args.inputs}: not the same kind of inputs as the training table")
@@ -208,7 +208,7 @@ def evaluate_linear_probe(args: argparse.Namespace) -> dict:
     for j, label in enumerate(columns):
         if label in index:
             scores[:, j] = logits[:, index[label]]
-    metadata = {"method": LINEAR_PROBE, "protocol": args.protocol, "inputs": str(args.inputs),
+    metadata = {"method": LINEAR_PROBE, **protocol_of(test), "inputs": str(args.inputs),
                 "train_inputs": str(args.train_inputs or args.inputs),
                 "zero_shot": args.zero_shot, "trained_classes": [names[c] for c in seen]}
     return _write(args, scores, labels, test.sample_ids, [names[c] for c in columns], None,
@@ -217,15 +217,16 @@ def evaluate_linear_probe(args: argparse.Namespace) -> dict:
 
 def _write(args, scores, labels, sample_ids, class_names, extra, metadata) -> dict:
     metrics = write_evaluation(args.out, scores, labels, sample_ids, class_names, extra, metadata)
-    log.info("%s %s%s: top-1 %.2f%%, top-5 %.2f%% (n=%d) -> %s", metadata["method"],
-             args.protocol, " zero-shot" if args.zero_shot else "", 100 * metrics["top1"],
+    log.info("%s on %s%s: top-1 %.2f%%, top-5 %.2f%% (n=%d) -> %s", metadata["method"],
+             metadata.get("protocol", args.inputs), " zero-shot" if args.zero_shot else "",
+             100 * metrics["top1"],
              100 * metrics["top5"], metrics["n"], args.out)
     return metrics
 
 
 def add_llm_arguments(group) -> None:
     """Options of ``actionlm evaluate`` for --method llm_ar / sugar / linear_probe."""
-    group.add_argument("--zero-shot", action="store_true",
+    group.add_argument("--zero-shot", action=argparse.BooleanOptionalAction, default=False,
                        help="rank only the test split's classes (unseen{K} protocols, another "
                        "dataset), listed in the instruction")
     group.add_argument("--normalize", choices=NORMALIZATIONS, default="sum",
@@ -247,6 +248,12 @@ def evaluate_llm(args: argparse.Namespace) -> dict:
         raise ActionlmError(f"--method {args.method}: expected one of {METHODS}")
     if args.batch_size < 1 or args.describe_tokens < 0:
         raise ActionlmError("--batch-size must be >= 1 and --describe-tokens >= 0")
+    if args.inputs is None:
+        raise ActionlmError(f"--method {args.method} needs --inputs (action_sentences.parquet "
+                            "or features.parquet)")
+    if args.model is None and args.method != LINEAR_PROBE:
+        raise ActionlmError(f"--method {args.method} needs --model (its recognizer folder or "
+                            "recognizer.json)")
     if args.method == LINEAR_PROBE:
         return evaluate_linear_probe(args)
     return evaluate_recognizer(args)

@@ -5,7 +5,9 @@ cache, downloaded into it if missing and online), is validated and pointed at, n
 
 The folder appears atomically (built in a hidden folder beside it, renamed at the end), so a killed
 conversion never leaves a folder that looks complete. Other stages read it through
-``llm_model_dir``, ``load_llm_embedding_matrix`` and ``llm_hidden_size``. torch and transformers
+``llm_model_dir``, ``load_llm_embedding_matrix`` and ``llm_hidden_size``; the LLM is an input
+like the skeletons, so this module sits in the data layer, readable by every later one
+(describe's served model, the VQ-VAE, the recognizers). torch and transformers
 are imported where used: the CLI imports every stage module, and most commands need neither.
 """
 

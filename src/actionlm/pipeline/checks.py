@@ -1,0 +1,46 @@
+"""The workflow config checked at start: the schema (types, bounds, unknown keys: actionlm.config)
+and what a schema cannot say, each problem one line naming the key. A name that matches
+nothing (a dataset, a protocol) is an error, not a silently smaller plan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from actionlm.config import validate_config
+from actionlm.errors import ActionlmError
+
+
+def names_problems(config: dict) -> list[str]:
+    datasets = set(config["datasets"])
+    problems = []
+
+    def unknown(key: str, names: list[str] | None, known: set[str], what: str) -> None:
+        missing = sorted(set(names or []) - known)
+        if missing:
+            problems.append(f"{key} names {missing}, which {what}")
+
+    unknown("run_datasets", config["run_datasets"], datasets, "are not under `datasets`")
+    unknown("ablations.datasets", config["ablations"]["datasets"], datasets,
+            "are not under `datasets`")
+    for i, pair in enumerate(config["cross_dataset"]):
+        for key in ("source", "target"):
+            if pair[key] not in datasets:
+                problems.append(f"cross_dataset[{i}].{key} names {pair[key]!r}, which is not "
+                                "under `datasets`")
+    protocols = {p for name in config["run_datasets"] if name in datasets
+                 for p in config["datasets"][name]["protocols"]}
+    for key in ("encoders", "ablations"):
+        unknown(f"{key}.protocols", config[key]["protocols"], protocols,
+                "no dataset of run_datasets lists under `protocols`")
+    if config["knowledge"]["visual"]["enabled"] and config["knowledge"]["provider"]["serve_local"]:
+        problems.append("knowledge.visual.enabled needs a vision model endpoint; set "
+                        "knowledge.provider.serve_local: false (and base_url/api_key_env)")
+    return problems
+
+
+def check_config(config: dict, schema: str | Path, source: str = "config") -> None:
+    """Raise ActionlmError listing every problem of ``config``."""
+    validate_config(config, schema, source)
+    problems = names_problems(config)
+    if problems:
+        raise ActionlmError(f"{source} is invalid:\n" + "\n".join(f"  {p}" for p in problems))

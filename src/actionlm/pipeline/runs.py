@@ -1,0 +1,60 @@
+"""Runs: the main config, or the main config with an overlay merged on top.
+
+A run is named by its ``{run}`` wildcard (actionlm.pipeline.paths): ``""`` is the main run,
+``ablations/{table}/{variant}/`` an ablation variant (its overlay on ``encoders``, ``vqvae``
+and ``lora``), and ``cross/{source}/{source_protocol}/`` applies the models of the main run on
+``source``/``source_protocol`` to another dataset (cross-dataset zero-shot). Which run an
+output of a run belongs to is decided by actionlm.pipeline.stages: a stage whose flags an
+overlay leaves unchanged resolves to the main run's output.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+MAIN = ""
+OVERLAY_SECTIONS = ("encoders", "vqvae", "lora")
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str  # the {run} wildcard
+    config: dict
+    method: str | None = None  # an ablation variant: the recognizer it trains and evaluates
+    source: tuple[str, str] | None = None  # cross: the (dataset, protocol) its models are from
+
+
+def deep_merge(base: dict, overlay: dict) -> dict:
+    """``base`` with ``overlay`` merged in (nested dicts merged, anything else replaced)."""
+    merged = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def ablation_name(table: str, variant: str) -> str:
+    return f"ablations/{table}/{variant}/"
+
+
+def cross_name(source: str, protocol: str) -> str:
+    return f"cross/{source}/{protocol}/"
+
+
+def make_runs(config: dict) -> dict[str, Run]:
+    """Every run the config defines, by name: the main run, each ablation variant, and one
+    cross run per source model that a cross_dataset entry applies."""
+    runs = {MAIN: Run(MAIN, config)}
+    for table, spec in config["ablations"]["tables"].items():
+        for variant, overlay in spec["variants"].items():
+            sections = {k: v for k, v in overlay.items() if k in OVERLAY_SECTIONS}
+            name = ablation_name(table, variant)
+            runs[name] = Run(name, deep_merge(config, sections),
+                             method=overlay.get("method", spec["method"]))
+    for pair in config["cross_dataset"]:
+        name = cross_name(pair["source"], pair["source_protocol"])
+        runs[name] = Run(name, config, source=(pair["source"], pair["source_protocol"]))
+    return runs

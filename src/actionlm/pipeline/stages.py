@@ -1,0 +1,312 @@
+"""What each stage's job reads, which flags it gets, and which run owns it.
+
+For every stage (one Snakemake rule, one ``actionlm`` command), given a job's wildcards:
+
+- ``inputs``: every file the command reads, named as its command-line option
+  (``skeletons`` -> ``--skeletons``), so a rule passes them all with ``file_flags``;
+- ``flags``: exactly the config values its output depends on (the rule's params; the
+  canonical form of actionlm.pipeline.flags); what changes only speed or memory (threads,
+  devices, batch sizes of inference, request plumbing) is a resource (``resources``);
+- ``owner``: the run whose output an upstream stage's result is. A variant's stage whose
+  signature (its flags and those of every stage before it) equals the main run's resolves to
+  the main run's output, so an ablation trains only what its overlay changes. A cross run
+  takes its models from its source dataset's main run.
+"""
+
+from __future__ import annotations
+
+import re
+
+from actionlm.errors import ActionlmError
+from actionlm.pipeline import paths
+from actionlm.pipeline.flags import cli_flags
+from actionlm.pipeline.runs import MAIN, Run, deep_merge, make_runs
+
+UNSEEN = re.compile(r"unseen(\d+)_seed(\d+)")
+ENCODER_METHODS = ("ce", "gap", "sugar")
+LLM_METHODS = ("llm_ar", "sugar")
+LINEAR = "_linear"  # evaluate's {method} of a linear probe: llm_ar_linear, sugar_linear
+# keys of encoders.network / encoders.train that only one method reads (others never see them)
+TEXT_TUNING_KEYS = {"text_tuning", "text_lr"}
+ENCODER_METHOD_KEYS = {
+    "gap": {"parts", "gap_weight", "global_text", *TEXT_TUNING_KEYS},
+    "sugar": {"positives", "sugar_kinds", "temperature", *TEXT_TUNING_KEYS},
+}
+MODEL_STAGES = ("train_vqvae", "train_encoder", "lora")  # a cross run borrows these
+
+
+def encoder_of(method: str) -> str:
+    """The skeleton encoder a method's chain starts from (SUGAR's LLM reads SUGAR features)."""
+    return method if method in ("ce", "gap") else "sugar"
+
+
+def encoder_options(cfg: dict, method: str) -> dict:
+    """train-encoder's options for ``method``: encoders.network + encoders.train without the
+    other methods' keys; a fine-tuned text encoder is the one knowledge.text_encoder names."""
+    foreign = set().union(*ENCODER_METHOD_KEYS.values()) - ENCODER_METHOD_KEYS.get(method, set())
+    options = {k: v for section in ("network", "train")
+               for k, v in cfg["encoders"][section].items() if k not in foreign}
+    if options.get("text_tuning") == "finetune":
+        text = cfg["knowledge"]["text_encoder"]
+        options.update(text_backend=text["backend"], text_model=text["model"],
+                       text_pretrained=text["pretrained"])
+    return options
+
+
+def lora_options(cfg: dict, method: str) -> dict:
+    """lora.common with the method's own keys on top; descriptions are an input, not a flag."""
+    options = {**cfg["lora"]["common"], **cfg["lora"][method]}
+    options.pop("descriptions", None)
+    return options
+
+
+def test_interval(cfg: dict) -> float:
+    """The centred crop share of inference clips (encoders.train.test_interval holds one)."""
+    return cfg["encoders"]["train"]["test_interval"][0]
+
+
+def evaluate_options(cfg: dict, method: str, zero_shot: bool) -> dict:
+    if method in ("ce", "gap"):
+        return {"method": method, "test_interval": test_interval(cfg)}
+    if method.endswith(LINEAR):
+        return {"method": "linear_probe", "zero_shot": zero_shot}
+    ev = cfg["llm_eval"]
+    return {"method": method, "zero_shot": zero_shot, "normalize": ev["normalize"],
+            "describe_tokens": ev["describe_tokens"] if method == "sugar" else 0}
+
+
+def signature(stage: str, cfg: dict, method: str | None) -> tuple:
+    """Everything a run-scoped stage's output depends on under ``cfg``: its own options and
+    its upstream stages' signatures."""
+    if stage == "train_vqvae":
+        return (cfg["vqvae"]["train"],)
+    if stage == "tokenize":
+        return signature("train_vqvae", cfg, method)
+    if stage == "train_encoder":
+        return (encoder_options(cfg, encoder_of(method)),)
+    if stage == "extract_features":
+        return signature("train_encoder", cfg, method), test_interval(cfg)
+    if stage == "lora":
+        upstream = "tokenize" if method == "llm_ar" else "extract_features"
+        return (signature(upstream, cfg, method), lora_options(cfg, method),
+                cfg["lora"][method].get("descriptions"))
+    if stage == "evaluate":
+        base = method.removesuffix(LINEAR)
+        upstream = ("train_encoder" if method in ("ce", "gap") else
+                    "lora" if base == method else
+                    "tokenize" if base == "llm_ar" else "extract_features")
+        return signature(upstream, cfg, base), evaluate_options(cfg, method, False)
+    raise ValueError(f"{stage} is not a run-scoped stage")
+
+
+class Pipeline:
+    """The workflow's logic for one validated config (actionlm.pipeline.checks)."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.runs = make_runs(config)
+
+    # ------------------------------------------------------------------ runs
+
+    def run(self, name: str) -> Run:
+        if name not in self.runs:
+            raise ActionlmError(f"results/{name}: no such run in the config (ablations.tables "
+                                "or cross_dataset)")
+        return self.runs[name]
+
+    def owner(self, run: Run, stage: str, method: str | None) -> str:
+        """The run whose output of ``stage`` ``run`` uses."""
+        if run.source is not None:
+            return MAIN if stage in MODEL_STAGES else run.name
+        if run.name == MAIN or signature(stage, run.config, method) == signature(
+                stage, self.config, method):
+            return MAIN
+        return run.name
+
+    def upstream(self, stage: str, name: str, wc: dict, method: str | None = None) -> str:
+        """Output ``name`` of ``stage`` as the job ``wc`` of a later stage reads it."""
+        run = self.run(wc["run"])
+        dataset, protocol = wc["dataset"], wc["protocol"]
+        if run.source is not None and stage in MODEL_STAGES:
+            dataset, protocol = run.source
+        return paths.output(stage, name, run=self.owner(run, stage, method), dataset=dataset,
+                            protocol=protocol, method=method or "")
+
+    # ------------------------------------------------------------------ shared pieces
+
+    def dataset(self, name: str) -> dict:
+        """The dataset's entry over dataset_defaults."""
+        return deep_merge(self.config["dataset_defaults"], self.config["datasets"][name])
+
+    def data(self, dataset: str, *names: str) -> dict[str, str]:
+        return {n: paths.output("prepare", n, dataset=dataset) for n in names}
+
+    def split(self, wc: dict) -> dict[str, str]:
+        return {**self.data(wc["dataset"], "skeletons"),
+                "split": paths.SPLIT.format(dataset=wc["dataset"], protocol=wc["protocol"])}
+
+    def llm(self) -> str:
+        return paths.output("prepare_llm", "llm", llm=self.config["llm"]["name"])
+
+    def zero_shot(self, wc: dict) -> bool:
+        return bool(UNSEEN.fullmatch(wc["protocol"])) or self.run(wc["run"]).source is not None
+
+    # ------------------------------------------------------------------ inputs
+
+    def inputs(self, stage: str, wc: dict) -> dict[str, str | list[str]]:
+        if "run" in wc:
+            self.run(wc["run"])
+        return getattr(self, f"_{stage}_inputs")(wc)
+
+    def _prepare_inputs(self, wc: dict) -> dict:
+        ds = self.dataset(wc["dataset"])
+        if ds["format"] == "synthetic":
+            return {}
+        if not ds["root"]:
+            raise ActionlmError(f"config: datasets.{wc['dataset']}.root is not set")
+        return {"src": ds["root"]}
+
+    def _prepare_llm_inputs(self, wc: dict) -> dict:
+        return {}
+
+    def _split_inputs(self, wc: dict) -> dict:
+        return self.data(wc["dataset"], "skeletons", "classes", "embedded_splits")
+
+    def _describe_inputs(self, wc: dict) -> dict:
+        kn = self.config["knowledge"]
+        inputs = self.data(wc["dataset"], "classes")
+        if kn["import_gap"]:
+            return {**inputs, "import_gap": kn["import_gap"]}
+        inputs["prompts"] = kn["prompts"]
+        if kn["provider"]["serve_local"]:
+            inputs["serve_model_dir"] = self.llm()
+        return inputs
+
+    def _describe_visual_inputs(self, wc: dict) -> dict:
+        frames = self.config["knowledge"]["visual"]["frames_dir"]
+        return {**self.data(wc["dataset"], "classes"),
+                **({"frames_dir": frames} if frames else self.data(wc["dataset"], "skeletons"))}
+
+    def _encode_text_inputs(self, wc: dict) -> dict:
+        tables = [paths.output("describe", "descriptions", dataset=wc["dataset"])]
+        if self.config["knowledge"]["visual"]["enabled"]:
+            tables.append(paths.output("describe_visual", "table", dataset=wc["dataset"]))
+        return {"descriptions": tables}
+
+    def _train_vqvae_inputs(self, wc: dict) -> dict:
+        return {**self.split(wc), "llm": self.llm()}
+
+    def _tokenize_inputs(self, wc: dict) -> dict:
+        return {**self.split(wc), "vqvae": self.upstream("train_vqvae", "model", wc)}
+
+    def _train_encoder_inputs(self, wc: dict) -> dict:
+        inputs = {**self.split(wc), **self.data(wc["dataset"], "classes")}
+        if wc["method"] != "ce":
+            inputs["texts"] = paths.output("encode_text", "embeddings", dataset=wc["dataset"])
+        return inputs
+
+    def _extract_features_inputs(self, wc: dict) -> dict:
+        return {**self.split(wc),
+                "model": self.upstream("train_encoder", "best", wc, wc["method"])}
+
+    def _lora_inputs(self, wc: dict) -> dict:
+        method, run = wc["method"], self.run(wc["run"])
+        inputs = {"llm": self.llm(), **self.data(wc["dataset"], "classes")}
+        if method == "llm_ar":
+            return {**inputs, "sentences": self.upstream("tokenize", "sentences", wc),
+                    "vqvae": self.upstream("train_vqvae", "model", wc)}
+        inputs["features"] = self.upstream("extract_features", "features", wc, "sugar")
+        if run.config["lora"]["sugar"]["descriptions"]:
+            inputs["descriptions"] = paths.output("describe", "descriptions",
+                                                  dataset=wc["dataset"])
+        return inputs
+
+    def _evaluate_inputs(self, wc: dict) -> dict:
+        """An encoder and the test clips (ce, gap); a recognizer, its LLM and inputs table
+        (llm_ar, sugar); or the inputs table alone (a linear probe)."""
+        method = wc["method"]
+        classes = self.data(wc["dataset"], "classes")
+        if method in ("ce", "gap"):
+            return {**self.split(wc), **classes,
+                    "model": self.upstream("train_encoder", "best", wc, method)}
+        base = method.removesuffix(LINEAR)
+        table = (self.upstream("tokenize", "sentences", wc) if base == "llm_ar" else
+                 self.upstream("extract_features", "features", wc, "sugar"))
+        if base != method:
+            return {**classes, "inputs": table}
+        return {**classes, "inputs": table, "llm": self.llm(),
+                "model": self.upstream("lora", "spec", wc, method),
+                "adapter": self.upstream("lora", "adapter", wc, method)}
+
+    # ------------------------------------------------------------------ flags (params)
+
+    def flags(self, stage: str, wc: dict) -> str:
+        return cli_flags(getattr(self, f"_{stage}_options")(wc))
+
+    def _prepare_options(self, wc: dict) -> dict:
+        """What prepare's tables depend on (not protocols or val_fraction: split reads those)."""
+        ds = self.dataset(wc["dataset"])
+        options = {"format": ds["format"], "seed": ds["seed"], "dataset": ds["classes"],
+                   "actions": ",".join(map(str, ds["actions"])) if ds["actions"] else None,
+                   "trust_pickle": ds["trust_pickle"], "strict": self.config["prepare"]["strict"]}
+        if ds["format"] == "synthetic":
+            options.update(ds["synthetic"])
+        return options
+
+    def _split_options(self, wc: dict) -> dict:
+        ds = self.dataset(wc["dataset"])
+        return {"val_fraction": ds["val_fraction"], "seed": ds["seed"]}
+
+    def _prepare_llm_options(self, wc: dict) -> dict:
+        return {"source": self.config["llm"]["source"], "dtype": self.config["llm"]["dtype"]}
+
+    def _describe_options(self, wc: dict) -> dict:
+        """Where the descriptions come from: GAP's files, the served local model, or an endpoint
+        and model name (request plumbing is a resource)."""
+        kn, provider = self.config["knowledge"], self.config["knowledge"]["provider"]
+        if kn["import_gap"]:
+            return {"gap_match": kn["import_gap_match"],
+                    "allow_missing": kn["import_gap_allow_missing"]}
+        if provider["serve_local"]:
+            return {"allow_incomplete": kn["allow_incomplete"]}
+        return {"allow_incomplete": kn["allow_incomplete"], **self.endpoint(),
+                "model": provider["model"]}
+
+    def endpoint(self) -> dict:
+        provider = self.config["knowledge"]["provider"]
+        return {"api_key_env": provider["api_key_env"], "base_url": provider["base_url"]}
+
+    def _describe_visual_options(self, wc: dict) -> dict:
+        visual = self.config["knowledge"]["visual"]
+        return {**self.endpoint(),
+                **{k: v for k, v in visual.items() if k not in ("enabled", "frames_dir")}}
+
+    def _encode_text_options(self, wc: dict) -> dict:
+        return dict(self.config["knowledge"]["text_encoder"])
+
+    def _train_vqvae_options(self, wc: dict) -> dict:
+        return dict(self.run(wc["run"]).config["vqvae"]["train"])
+
+    def _tokenize_options(self, wc: dict) -> dict:
+        return {}
+
+    def _train_encoder_options(self, wc: dict) -> dict:
+        return {"method": wc["method"],
+                **encoder_options(self.run(wc["run"]).config, wc["method"])}
+
+    def _extract_features_options(self, wc: dict) -> dict:
+        return {"test_interval": test_interval(self.run(wc["run"]).config)}
+
+    def _lora_options(self, wc: dict) -> dict:
+        return {"method": wc["method"], **lora_options(self.run(wc["run"]).config, wc["method"])}
+
+    def _evaluate_options(self, wc: dict) -> dict:
+        return evaluate_options(self.run(wc["run"]).config, wc["method"], self.zero_shot(wc))
+
+    # ------------------------------------------------------------------ resources
+
+    def inference_batch(self, wc: dict) -> int:
+        """Samples per pass of an evaluation (memory and speed only: a resource)."""
+        if wc["method"] in ("ce", "gap") or wc["method"].endswith(LINEAR):
+            return self.config["encoders"]["inference_batch_size"]
+        return self.config["llm_eval"]["batch_size"]

@@ -1,0 +1,175 @@
+"""What ``all``, the report and the ablation targets ask for.
+
+``all`` builds, per dataset of ``run_datasets``: the data and splits, the text embeddings,
+each encoder's evaluation and features on the encoder protocols, each LLM recognizer's
+closed-set evaluation there and its zero-shot seed averages on every unseen{K}_seed{S} (with
+the linear probe), the cross-dataset evaluations, and the report. An ablation table asks for
+each variant's evaluation, resolved to the main run's where the variant changes nothing.
+"""
+
+from __future__ import annotations
+
+from actionlm.pipeline import paths
+from actionlm.pipeline.flags import cli_flags
+from actionlm.pipeline.runs import MAIN, ablation_name, cross_name
+from actionlm.pipeline.stages import LINEAR, UNSEEN, Pipeline
+
+SUMMARY = "summary"
+
+
+def metrics(run: str, dataset: str, protocol: str, method: str) -> str:
+    return paths.output("evaluate", "metrics", run=run, dataset=dataset, protocol=protocol,
+                        method=method)
+
+
+def encoder_protocols(pipe: Pipeline, dataset: str) -> list[str]:
+    """The dataset's protocols that encoders and closed-set recognizers run on."""
+    chosen, protocols = pipe.config["encoders"]["protocols"], pipe.dataset(dataset)["protocols"]
+    return protocols if chosen is None else [p for p in chosen if p in protocols]
+
+
+def unseen_protocols(pipe: Pipeline, dataset: str, k: str | None = None) -> list[str]:
+    return [p for p in pipe.dataset(dataset)["protocols"]
+            if (m := UNSEEN.fullmatch(p)) and k in (None, m.group(1))]
+
+
+def eval_targets(pipe: Pipeline, dataset: str) -> list[str]:
+    """metrics.json of each encoder and closed-set recognizer, and each zero-shot average."""
+    methods = [m for m in pipe.config["encoders"]["methods"] if m in ("ce", "gap")]
+    llm = pipe.config["llm_eval"]
+    closed = [p for p in encoder_protocols(pipe, dataset) if not UNSEEN.fullmatch(p)]
+    targets = [metrics(MAIN, dataset, p, m) for p in encoder_protocols(pipe, dataset)
+               for m in methods]
+    targets += [metrics(MAIN, dataset, p, m) for p in closed for m in llm["methods"]]
+    ks = sorted({UNSEEN.fullmatch(p).group(1) for p in unseen_protocols(pipe, dataset)}, key=int)
+    zero_shot = llm["methods"] + ([m + LINEAR for m in llm["methods"]] if llm["linear_probe"]
+                                  else [])
+    targets += [paths.output("zeroshot_summary", "summary", dataset=dataset, k=k, method=m)
+                for k in ks for m in zero_shot]
+    return targets
+
+
+def seed_metrics(pipe: Pipeline, wc: dict) -> list[str]:
+    """metrics.json of every configured seed of unseen{k} (zeroshot_summary's inputs)."""
+    return [metrics(MAIN, wc["dataset"], p, wc["method"])
+            for p in unseen_protocols(pipe, wc["dataset"], wc["k"])]
+
+
+def cross_targets(pipe: Pipeline) -> list[str]:
+    return [metrics(cross_name(pair["source"], pair["source_protocol"]), pair["target"],
+                    pair["target_protocol"], method)
+            for pair in pipe.config["cross_dataset"]
+            for method in pair.get("methods") or pipe.config["llm_eval"]["methods"]]
+
+
+def report_metrics(pipe: Pipeline) -> list[str]:
+    return [t for d in pipe.config["run_datasets"] for t in eval_targets(pipe, d)] + \
+        cross_targets(pipe)
+
+
+def report_figures(pipe: Pipeline) -> list[str]:
+    """Curves of every model `all` trains (VQ-VAEs: the protocols LLM-AR is evaluated on),
+    the feature map of each encoder it runs, and the LoRA curves of the closed-set recognizers."""
+    figures, config = [], pipe.config
+    llm_methods = config["llm_eval"]["methods"]
+    for dataset in config["run_datasets"]:
+        protocols = encoder_protocols(pipe, dataset)
+        vqvae = [p for p in pipe.dataset(dataset)["protocols"]
+                 if "llm_ar" in llm_methods and (p in protocols or UNSEEN.fullmatch(p))]
+        lora = [p for p in protocols if llm_methods and not UNSEEN.fullmatch(p)]
+        figures += [figure("plot_curves", dataset, p, kind="vqvae") for p in vqvae]
+        for protocol in protocols:
+            figures.append(figure("plot_curves", dataset, protocol, kind="encoder"))
+            figures += [figure("plot_embedding", dataset, protocol, method=m)
+                        for m in config["encoders"]["methods"]]
+        figures += [figure("plot_curves", dataset, p, kind="lora") for p in lora]
+    return figures
+
+
+def figure(stage: str, dataset: str, protocol: str, **wildcards: str) -> str:
+    return paths.output(stage, "figure", dataset=dataset, protocol=protocol, **wildcards)
+
+
+def all_targets(pipe: Pipeline) -> list[str]:
+    targets = []
+    for dataset in pipe.config["run_datasets"]:
+        targets.append(paths.output("prepare", "skeletons", dataset=dataset))
+        targets += [paths.SPLIT.format(dataset=dataset, protocol=p)
+                    for p in pipe.dataset(dataset)["protocols"]]
+        targets.append(paths.output("encode_text", "embeddings", dataset=dataset))
+        targets += eval_targets(pipe, dataset)
+        targets += [paths.output("extract_features", "features", run=MAIN, dataset=dataset,
+                                 protocol=p, method=m)
+                    for p in encoder_protocols(pipe, dataset)
+                    for m in pipe.config["encoders"]["methods"]]
+    return targets + cross_targets(pipe) + [report(SUMMARY)]
+
+
+def curve_tables(pipe: Pipeline, wc: dict) -> list[str]:
+    """curves.parquet of each main-run model one curves figure compares."""
+    where = {"run": MAIN, "dataset": wc["dataset"], "protocol": wc["protocol"]}
+    if wc["kind"] == "encoder":
+        return [paths.output("train_encoder", "curves", **where, method=m)
+                for m in pipe.config["encoders"]["methods"]]
+    if wc["kind"] == "vqvae":
+        return [paths.output("train_vqvae", "curves", **where)]
+    return [paths.output("lora", "curves", **where, method=m)
+            for m in pipe.config["llm_eval"]["methods"]]
+
+
+# ---------------------------------------------------------------- ablation tables
+
+def ablation_protocols(pipe: Pipeline, dataset: str) -> list[str]:
+    chosen = pipe.config["ablations"]["protocols"]
+    if chosen is None:
+        return encoder_protocols(pipe, dataset)
+    return [p for p in chosen if p in pipe.dataset(dataset)["protocols"]]
+
+
+def ablation_rows(pipe: Pipeline, table: str) -> list[tuple[str, str]]:
+    """(variant, metrics.json) of every variant on every ablation dataset and protocol; the
+    path is the main run's where the variant's evaluation signature equals it."""
+    rows = []
+    datasets = pipe.config["ablations"]["datasets"] or pipe.config["run_datasets"]
+    for variant in pipe.config["ablations"]["tables"][table]["variants"]:
+        run = pipe.run(ablation_name(table, variant))
+        for dataset in datasets:
+            for protocol in ablation_protocols(pipe, dataset):
+                rows.append((variant, metrics(pipe.owner(run, "evaluate", run.method), dataset,
+                                              protocol, run.method)))
+    return rows
+
+
+def report(name: str) -> str:
+    return paths.output("report", "md", name=name)
+
+
+def report_inputs(pipe: Pipeline, wc: dict) -> dict[str, list[str]]:
+    if wc["name"] == SUMMARY:
+        return {"metrics": report_metrics(pipe), "figures": report_figures(pipe)}
+    table = wc["name"].removeprefix("ablations/")
+    return {"metrics": [path for _, path in ablation_rows(pipe, table)]}
+
+
+def report_options(pipe: Pipeline, wc: dict) -> dict:
+    """The summary: titled, with the papers' rows. An ablation table: a row per variant (the
+    row names follow the metrics files), the paper's number of each variant beside it."""
+    if wc["name"] == SUMMARY:
+        return {"title": "actionlm results", "papers": True}
+    table = wc["name"].removeprefix("ablations/")
+    spec = pipe.config["ablations"]["tables"][table]
+    published = [f"{name}={v['published']}" for name, v in spec["variants"].items()
+                 if v.get("published") is not None]
+    return {"title": f"Ablation {table}", "row_name": "variant",
+            "row_labels": [variant for variant, _ in ablation_rows(pipe, table)],
+            "published": published or None, "published_label": spec.get("paper")}
+
+
+def report_flags(pipe: Pipeline, wc: dict) -> str:
+    return cli_flags(report_options(pipe, wc))
+
+
+def ablation_tables(pipe: Pipeline) -> dict[str, str]:
+    """Each table's target (`snakemake ablation_{table}`): its summary markdown."""
+    return {table: report(f"ablations/{table}") for table in pipe.config["ablations"]["tables"]}
+

@@ -1,0 +1,172 @@
+"""actionlm.pipeline, the workflow's logic, without Snakemake: paths, canonical flags, the run
+resolver (what an ablation variant or a cross-dataset run trains itself and what it takes
+from the main run), each stage's declared inputs, the targets and the config checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from actionlm.errors import ActionlmError
+from actionlm.pipeline import Pipeline, paths, targets
+from actionlm.pipeline.checks import check_config
+from actionlm.pipeline.flags import cli_flags
+from actionlm.pipeline.runs import deep_merge
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
+MAIN = {"run": "", "dataset": "synthetic", "protocol": "xsub"}
+
+
+def config(**overlay) -> dict:
+    merged = deep_merge(yaml.safe_load((ROOT / "config.yaml").read_text()), overlay)
+    check_config(merged, SCHEMA)
+    return merged
+
+
+@pytest.fixture(scope="module")
+def pipe() -> Pipeline:
+    return Pipeline(config())
+
+
+def variant(table: str, name: str, **wc) -> dict:
+    return {**MAIN, "run": f"ablations/{table}/{name}/", **wc}
+
+
+# ------------------------------------------------------------------ flags and paths
+
+def test_flags_are_canonical_whatever_the_spelling():
+    assert cli_flags({"lr": 0.0005, "epochs": 8}) == cli_flags({"epochs": 8.0, "lr": 5e-4})
+    assert cli_flags({"a_b": True, "c": False, "d": None, "e": [0.5, 1.0], "f": "x y"}) == \
+        "--a-b --no-c --e 0.5 1 --f 'x y'"
+
+
+def test_result_paths_name_their_dataset_protocol_and_method():
+    assert paths.result_key("results/eval/ntu60/xsub/gap/metrics.json") == \
+        {"dataset": "ntu60", "protocol": "xsub", "method": "gap"}
+    assert paths.result_key("/w/results/eval/ntu60/zeroshot/unseen5/llm_ar.json") == \
+        {"dataset": "ntu60", "protocol": "zeroshot/unseen5", "method": "llm_ar"}
+    assert paths.result_key("results/ablations/t/v/eval/ntu60/xsub/ce/metrics.json")["method"] == "ce"
+    assert paths.result_key("results/cross/ntu60/xsub/eval/ntu120/xset/sugar/metrics.json") == \
+        {"dataset": "cross", "protocol": "ntu60/xsub/ntu120/xset", "method": "sugar"}
+    assert paths.result_key("results/models/ntu60/xsub/gap/best.safetensors") is None
+
+
+def test_logs_and_benchmarks_follow_the_run():
+    assert paths.log("train_encoder", ("dataset", "method")) == \
+        "logs/{run}train_encoder/{dataset}/{method}.log"
+    assert paths.benchmark("prepare", ("dataset",)) == "results/benchmarks/prepare/{dataset}.tsv"
+
+
+# ------------------------------------------------------------------ the run resolver
+
+def test_a_variant_trains_only_what_its_overlay_changes(pipe):
+    encoder = pipe.upstream("train_encoder", "best", variant("gap_partitions", "parts2"), "gap")
+    assert encoder == "results/ablations/gap_partitions/parts2/models/synthetic/xsub/encoders/gap/best.safetensors"
+    # parts4 is the main config; `none` evaluates the main run's CE encoder
+    rows = dict(targets.ablation_rows(pipe, "gap_partitions"))
+    assert rows["parts4"] == "results/eval/synthetic/xsub/gap/metrics.json"
+    assert rows["none"] == "results/eval/synthetic/xsub/ce/metrics.json"
+    assert rows["parts6"].startswith("results/ablations/gap_partitions/parts6/eval/")
+
+
+def test_an_llm_variant_retrains_from_the_stage_its_overlay_changes(pipe):
+    euclidean = pipe.inputs("lora", variant("llm_ar_codebook", "euclidean", method="llm_ar"))
+    assert euclidean["vqvae"].startswith("results/ablations/llm_ar_codebook/euclidean/models/")
+    assert euclidean["sentences"].startswith("results/ablations/llm_ar_codebook/euclidean/tokens/")
+    linear = pipe.inputs("evaluate", variant("sugar_bridge", "linear", method="sugar"))
+    assert linear["inputs"] == "results/features/synthetic/xsub/sugar/features.parquet"
+    assert linear["model"] == "results/ablations/sugar_bridge/linear/models/synthetic/xsub/sugar/recognizer.json"
+    assert "--bridge linear " in pipe.flags("lora", variant("sugar_bridge", "linear", method="sugar"))
+
+
+def test_restating_a_main_value_in_a_variant_changes_nothing():
+    cfg = config(ablations={"tables": {"same": {"method": "gap", "variants": {
+        "restated": {"encoders": {"train": {"lr": 1e-1, "epochs": 8.0}}},
+        "changed": {"encoders": {"train": {"lr": 0.05}}}}}}})
+    rows = dict(targets.ablation_rows(Pipeline(cfg), "same"))
+    assert rows["restated"] == "results/eval/synthetic/xsub/gap/metrics.json"
+    assert rows["changed"] == "results/ablations/same/changed/eval/synthetic/xsub/gap/metrics.json"
+
+
+def test_a_cross_run_applies_the_source_models_to_the_target(pipe):
+    cfg = config(datasets={"other": {"format": "synthetic", "protocols": ["xview"], "seed": 1}},
+                 cross_dataset=[{"source": "synthetic", "source_protocol": "xsub",
+                                 "target": "other", "target_protocol": "xview"}])
+    cross = Pipeline(cfg)
+    wc = {"run": "cross/synthetic/xsub/", "dataset": "other", "protocol": "xview"}
+    tokens = cross.inputs("tokenize", wc)
+    assert tokens["vqvae"] == "results/models/synthetic/xsub/vqvae/vqvae.safetensors"
+    assert tokens["skeletons"] == "results/data/other/skeletons.parquet"
+    evaluation = cross.inputs("evaluate", {**wc, "method": "llm_ar"})
+    assert evaluation["model"] == "results/models/synthetic/xsub/llm_ar/recognizer.json"
+    assert evaluation["inputs"] == "results/cross/synthetic/xsub/tokens/other/xview/action_sentences.parquet"
+    assert evaluation["classes"] == "results/data/other/classes.parquet"
+    assert "--zero-shot" in cross.flags("evaluate", {**wc, "method": "llm_ar"}).split()
+    assert targets.cross_targets(cross) == [
+        "results/cross/synthetic/xsub/eval/other/xview/llm_ar/metrics.json",
+        "results/cross/synthetic/xsub/eval/other/xview/sugar/metrics.json"]
+
+
+def test_an_unknown_run_is_a_clear_error(pipe):
+    with pytest.raises(ActionlmError, match="ablations/nope/x/: no such run"):
+        pipe.inputs("train_vqvae", variant("nope", "x"))
+
+
+# ------------------------------------------------------------------ inputs and flags
+
+def test_every_file_a_stage_reads_is_an_input(pipe):
+    assert set(pipe.inputs("train_encoder", {**MAIN, "method": "ce"})) == {"skeletons", "split", "classes"}
+    assert set(pipe.inputs("train_encoder", {**MAIN, "method": "gap"})) == {
+        "skeletons", "split", "classes", "texts"}
+    assert set(pipe.inputs("evaluate", {**MAIN, "method": "sugar"})) == {
+        "classes", "inputs", "llm", "model", "adapter"}
+    described = Pipeline(config(lora={"sugar": {"descriptions": True}}))
+    assert "descriptions" in described.inputs("lora", {**MAIN, "method": "sugar"})
+    assert "descriptions" not in pipe.inputs("lora", {**MAIN, "method": "sugar"})
+
+
+def test_a_method_reads_only_its_own_encoder_keys(pipe):
+    gap_only = Pipeline(config(encoders={"train": {"gap_weight": 0.5}}))
+    for method, changed in (("ce", False), ("gap", True), ("sugar", False)):
+        wc = {**MAIN, "method": method}
+        assert (gap_only.flags("train_encoder", wc) != pipe.flags("train_encoder", wc)) == changed
+
+
+def test_resources_never_reach_the_flags(pipe):
+    moved = Pipeline(config(compute={"threads": 4, "device": "cpu"}, lora={"micro_batch_size": 1},
+                            llm_eval={"batch_size": 2}, knowledge={"concurrency": 3}))
+    for stage, method in (("lora", "llm_ar"), ("evaluate", "sugar"), ("train_encoder", "gap"),
+                          ("describe", None)):
+        wc = {**MAIN, "method": method}
+        assert moved.flags(stage, wc) == pipe.flags(stage, wc)
+    assert moved.inference_batch({"method": "sugar"}) == 2
+
+
+# ------------------------------------------------------------------ targets and checks
+
+def test_all_asks_for_every_evaluation_and_the_report(pipe):
+    wanted = targets.all_targets(pipe)
+    assert "results/report/summary.md" in wanted
+    assert {"results/eval/synthetic/xsub/ce/metrics.json",
+            "results/eval/synthetic/xsub/sugar/metrics.json",
+            "results/eval/synthetic/zeroshot/unseen3/llm_ar_linear.json"} <= set(wanted)
+    assert targets.seed_metrics(pipe, {"dataset": "synthetic", "k": "3", "method": "sugar"}) == [
+        "results/eval/synthetic/unseen3_seed0/sugar/metrics.json"]
+
+
+@pytest.mark.parametrize("overlay, message", [
+    ({"run_datasets": ["ntu61"]}, "run_datasets names ['ntu61'], which are not under `datasets`"),
+    ({"encoders": {"protocols": ["xsbu"]}}, "encoders.protocols names ['xsbu']"),
+    ({"ablations": {"protocols": ["xsbu"]}}, "ablations.protocols names ['xsbu']"),
+    ({"cross_dataset": [{"source": "synthetic", "source_protocol": "xsub", "target": "nw_ucla",
+                         "target_protocol": "view3"}]}, "cross_dataset[0].target names 'nw_ucla'"),
+    ({"knowledge": {"visual": {"enabled": True}}}, "knowledge.visual.enabled needs a vision"),
+    ({"lora": {"common": {"lora_rank": 8}}}, "lora.common.lora_rank: unknown key"),
+])
+def test_config_errors_name_the_key(overlay, message):
+    with pytest.raises(ActionlmError, match="config is invalid") as err:
+        config(**overlay)
+    assert message in str(err.value)

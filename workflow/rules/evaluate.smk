@@ -1,0 +1,49 @@
+# Evaluation on a protocol's test split: an encoder (ce, gap), an LLM recognizer by constrained
+# scoring of every candidate class (llm_ar, sugar; zero-shot on unseen{K}_seed{S} and in cross
+# runs, with the held-out classes listed in the prompt), or the linear probe on a recognizer's
+# inputs ({llm_ar,sugar}_linear). Zero-shot seeds are averaged per unseen{K}.
+
+
+rule evaluate:
+    input:
+        unpack(inputs("evaluate")),
+    output:
+        **outputs("evaluate", confusion={
+            "caption": "../report/confusion.rst", "category": "Confusion matrices",
+            "labels": {"run": "{run}", "dataset": "{dataset}", "protocol": "{protocol}",
+                       "method": "{method}"}}),
+    wildcard_constraints:
+        method=paths.METHODS["evaluate"],
+    params:
+        files=files("adapter"),  # read beside --model's recognizer.json
+        flags=flags("evaluate"),
+    priority: CHAIN_PRIORITY
+    threads: JOB_THREADS
+    resources:
+        batch=adapted(Pipeline.inference_batch),
+        **network_resources(mem_mb=16000, runtime=120),
+    log:
+        log_of("evaluate", "dataset", "protocol", "method"),
+    benchmark:
+        benchmark_of("evaluate", "dataset", "protocol", "method")
+    conda:
+        "../../envs/models.yaml"
+    shell:
+        "actionlm evaluate {params.files} --out $(dirname {output.metrics}) "
+        "--batch-size {resources.batch} --device {resources.device} --threads {threads} "
+        "{params.flags} > {log} 2>&1"
+
+
+rule zeroshot_summary:
+    input:
+        adapted(targets.seed_metrics),
+    output:
+        **outputs("zeroshot_summary"),
+    wildcard_constraints:
+        method=paths.METHODS["zeroshot_summary"],
+    log:
+        log_of("zeroshot_summary", "dataset", "k", "method"),
+    conda:
+        "../../envs/models.yaml"
+    shell:
+        "actionlm zeroshot-summary {input} --out {output.summary} > {log} 2>&1"
