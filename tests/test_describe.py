@@ -276,12 +276,14 @@ def test_wrong_number_of_parts_fails_naming_the_class_and_resumes(classes_file, 
         bad = [r for r in server.requests if 'say "hi"' in last_user_text(r)
                and last_user_text(r).startswith("Describing")]
         assert [r["seed"] for r in bad] == [0, 1, 2]  # each retry asks with a new seed
-        assert len(list(cache.rglob("*.json"))) == 11
+        assert len(list(cache.rglob("*.json"))) == 11 + 3  # refused answers are kept too
 
         server.responder = gap_style
         sent = len(server.requests)
-        assert run_stage(stage_args(classes_file, out, cache, server)) == 0
-        assert len(server.requests) == sent + 1
+        assert run_stage(stage_args(classes_file, out, cache, server)) == 2  # same answers
+        assert len(server.requests) == sent
+        assert run_stage([*stage_args(classes_file, out, cache, server), "--max-retries", "3"]) == 0
+        assert [r["seed"] for r in server.requests[sent:]] == [3]
         assert pq.read_table(out).num_rows == 4 * (6 + 4 + 1)
 
 
@@ -365,6 +367,54 @@ def test_allow_incomplete_marks_what_failed_and_asks_failed_parts_one_by_one(
     assert sum(r["source"] == "fallback/label-name" for r in rows) == 1
 
 
+def stubborn_about_drinking(body):
+    """Refuses, whatever the seed: synonyms of "drink water", its part question and the
+    follow-up about its hip."""
+    question = last_user_text(body)
+    if "drink water" not in question:
+        return gap_style(body)
+    if question.startswith("Suggest"):
+        return "water, water"
+    if question.startswith("Describing following body parts"):
+        return "The drinking is done with the whole body."
+    if question.endswith(": hip."):
+        return "The knee bends slowly."
+    return gap_style(body)
+
+
+def test_refused_answers_are_paid_for_once(classes_file, tmp_path, monkeypatch):
+    """Refused answers are cached as received: a rerun with the same settings (after
+    `rm -rf results`) judges them again and sends 0 requests for the same table, fallbacks
+    included; a higher --max-retries asks only the next seed of each refused request."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    cache = tmp_path / "cache"
+    with FakeOpenAI(stubborn_about_drinking) as server:
+        def describe_into(out, *extra):
+            args = [*stage_args(classes_file, out, cache, server), "--allow-incomplete", *extra]
+            assert run_stage(args) == 0
+            return pq.read_table(out)
+
+        first = describe_into(tmp_path / "first.parquet")
+        sent = len(server.requests)
+        assert sent == 4 * 3 + 2 + 2 + 6 + 2  # 3 seeds for each of the 3 refused requests
+        assert table_metadata(first, "fallbacks") == ["'drink water' (hip)",
+                                                      "'drink water' (synonym)"]
+
+        monkeypatch.delenv(KEY_ENV)  # a rerun sends nothing, so needs no key
+        again = describe_into(tmp_path / "again.parquet")
+        assert len(server.requests) == sent
+        assert again.equals(first)
+        assert table_metadata(again, "fallbacks") == table_metadata(first, "fallbacks")
+        assert table_metadata(again, "calls")["requests"] == 0
+
+        monkeypatch.setenv(KEY_ENV, KEY)
+        more = describe_into(tmp_path / "more.parquet", "--max-retries", "3")
+        assert [r["seed"] for r in server.requests[sent:]] == [3, 3, 3]
+        assert more.equals(first)  # the server stays stubborn
+        describe_into(tmp_path / "more-again.parquet", "--max-retries", "3")
+        assert len(server.requests) == sent + 3
+
+
 @pytest.mark.parametrize(
     "fault",
     [Reply(status=429, headers={"Retry-After": "0"}), Reply(status=500), Reply(status=503),
@@ -373,8 +423,7 @@ def test_allow_incomplete_marks_what_failed_and_asks_failed_parts_one_by_one(
      Reply(content="head nods; hand waves")],
     ids=["429", "500", "503", "reset", "malformed", "empty", "length", "filter", "two-parts"],
 )
-def test_faults_leave_no_bad_entry_and_the_table_complete(classes_file, tmp_path, monkeypatch,
-                                                          fault):
+def test_faults_keep_bad_answers_out_of_the_table(classes_file, tmp_path, monkeypatch, fault):
     monkeypatch.setenv(KEY_ENV, KEY)
     out, cache = tmp_path / "descriptions.parquet", tmp_path / "cache"
     with FakeOpenAI(gap_style) as server:
@@ -383,7 +432,8 @@ def test_faults_leave_no_bad_entry_and_the_table_complete(classes_file, tmp_path
         assert len(server.requests) == 12 + 2
         texts = {r["text"] for r in pq.read_table(out).to_pylist()}
         assert not {"", "x", "head nods; hand waves"} & texts
-        assert len(list(cache.rglob("*.json"))) == 12
+        answered = fault.status == 200 and fault.fault is None  # paid for, so cached
+        assert len(list(cache.rglob("*.json"))) == 12 + 2 * answered
 
 
 def test_missing_key_stops_before_any_request(classes_file, tmp_path, monkeypatch, capsys):
@@ -469,6 +519,24 @@ def test_served_model_is_not_started_when_the_cache_answers_all(classes_file, tm
         assert run_stage(args) == 0
         assert len(server.requests) == 12 + 4 + 1
     assert {r["source"] for r in rows} == {"transformers-serve/smollm2-test"}
+
+
+def test_served_model_is_not_started_again_for_refused_answers(classes_file, tmp_path,
+                                                               monkeypatch):
+    from actionlm.knowledge import serve
+
+    model_dir = tmp_path / "smollm2-test"
+    model_dir.mkdir()
+    args = ["--classes", str(classes_file), "--cache-dir", str(tmp_path / "cache"),
+            "--serve-model-dir", str(model_dir), "--max-retries", "1", "--allow-incomplete"]
+    with FakeOpenAI(stubborn_about_drinking,
+                    models=[serve.served_model_name(model_dir)]) as server:
+        monkeypatch.setattr(serve, "serve_model", _fake_serve(server.base_url))
+        assert run_stage([*args, "--out", str(tmp_path / "first.parquet")]) == 0
+        monkeypatch.setattr(serve, "serve_model", _fake_serve(None))
+        assert run_stage([*args, "--out", str(tmp_path / "again.parquet")]) == 0
+    first, again = (pq.read_table(tmp_path / f"{name}.parquet") for name in ("first", "again"))
+    assert again.equals(first) and len(table_metadata(again, "fallbacks")) == 2
 
 
 def _fake_serve(base_url):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -102,7 +103,7 @@ GOOD = Reply(content="good answer")
     ids=["429", "500", "503", "timeout", "reset", "malformed-json", "no-choices", "empty",
          "null-content", "length", "content-filter"],
 )
-def test_fault_is_retried_and_never_cached(server, tmp_path, fault, bad_answer):
+def test_fault_is_retried_and_only_answers_are_cached(server, tmp_path, fault, bad_answer):
     server.script(fault, GOOD)
     client = make_client(server, tmp_path, timeout_s=0.5)
     [answer] = client.run([ask("q", seed=7)])
@@ -111,9 +112,13 @@ def test_fault_is_retried_and_never_cached(server, tmp_path, fault, bad_answer):
     assert client.stats.retries == 1 and client.stats.bad_answers == int(bad_answer)
     # a bad answer is asked again with the next seed; a transport failure resent as it was
     assert [r["seed"] for r in server.requests] == [7, 8 if bad_answer else 7]
-    assert [e["text"] for e in cache_entries(tmp_path)] == ["good answer"]
-    make_client(server, tmp_path).run([ask("q", seed=7)])
-    assert len(server.requests) == 2
+    # a bad answer was paid for: it is kept, under the key of its own seed
+    entries = {e["sampling"]["seed"]: e for e in cache_entries(tmp_path)}
+    assert sorted(entries) == ([7, 8] if bad_answer else [7])
+    assert entries[max(entries)]["text"] == "good answer"
+    assert answer.request_hash == entries[max(entries)]["request_hash"]
+    [again] = make_client(server, tmp_path).run([ask("q", seed=7)])
+    assert len(server.requests) == 2 and again == dataclasses.replace(answer, from_cache=True)
 
 
 def test_a_cut_answer_keeps_its_complete_part_when_the_request_can_trim(server, tmp_path):
@@ -128,7 +133,10 @@ def test_a_cut_answer_keeps_its_complete_part_when_the_request_can_trim(server, 
     assert kept.text == "One. Two." and refused_then_good.text == "good answer"
     assert client.stats.trimmed == 1 and client.stats.bad_answers == 1
     entry = next(e for e in cache_entries(tmp_path) if e["label"] == "q a")
-    assert entry["text"] == "One. Two." and entry["finish_reason"] == "length"
+    assert entry["text"] == "One. Two. Thr" and entry["finish_reason"] == "length"  # as sent
+    [again, _] = make_client(server, tmp_path).run([ask("a", trim_truncated=upto_last_period),
+                                                    ask("b", trim_truncated=upto_last_period)])
+    assert again.text == "One. Two." and again.from_cache and len(server.requests) == 3
 
 
 def test_retry_after_is_honoured(server, tmp_path):
@@ -216,12 +224,18 @@ def test_invalid_answer_is_asked_again_with_a_new_seed(tmp_path):
         [answer] = client.run([ask("q", validator=six_parts)])
         assert answer.value == {"parsed": True}
         assert [r["seed"] for r in server.requests] == [0, 1, 2]
-        [entry] = cache_entries(tmp_path)
-        assert entry["text"] == "six parts" and entry["sampling"]["seed"] == 2
-        # keyed by the request as asked (seed 0): the rerun finds it without sending
-        assert entry["request_hash"] == answer.request_hash == ask("q").request_hash("fake-model")
-        make_client(server, tmp_path).run([ask("q", validator=six_parts)])
+        entries = cache_entries(tmp_path)
+        assert sorted((e["sampling"]["seed"], e["text"]) for e in entries) == [
+            (0, "broken 0"), (1, "broken 1"), (2, "six parts")]
+        # each seed has its own key; the answer names the one it came from
+        assert {e["request_hash"] for e in entries} == {
+            ask("q").request_hash("fake-model", bad_answers=k) for k in range(3)}
+        assert answer.request_hash == ask("q", seed=2).request_hash("fake-model")
+        again = make_client(server, tmp_path)
+        assert again.run([ask("q", validator=six_parts)]) == [
+            dataclasses.replace(answer, from_cache=True)]
         assert len(server.requests) == 3
+        assert again.stats.cache_hits == 3 and again.stats.bad_answers == 2
 
 
 def test_invalid_answers_until_retries_run_out_are_reported(server, tmp_path):
@@ -230,7 +244,39 @@ def test_invalid_answers_until_retries_run_out_are_reported(server, tmp_path):
 
     with pytest.raises(LLMRequestError, match=r"q a: .*missing hip.*answer was 'answer to a'"):
         make_client(server, tmp_path, max_retries=1).run([ask("a", validator=never)])
-    assert cache_entries(tmp_path) == []
+    assert sorted(e["sampling"]["seed"] for e in cache_entries(tmp_path)) == [0, 1]
+
+
+def test_refused_answers_are_cached_and_more_retries_ask_the_next_seeds(server, tmp_path,
+                                                                       monkeypatch):
+    """A refused answer was paid for: a rerun with the same settings judges the cached answers
+    again and sends nothing (it needs no key); only a higher max_retries asks new seeds."""
+    def even_seeds_only(text):
+        if int(text.rsplit(" ", 1)[1]) % 2:
+            raise InvalidAnswer("odd seed")
+        return text
+
+    server.responder = lambda body: f"{last_user_text(body)} {body['seed']}"
+    requests = [ask("a", seed=1, validator=even_seeds_only),
+                ask("b", seed=2, validator=even_seeds_only)]
+    with pytest.raises(LLMRequestError, match=r"1 of 2 .*higher max_retries") as first:
+        make_client(server, tmp_path, max_retries=0).run(requests)
+    assert sorted(r["seed"] for r in server.requests) == [1, 2]
+    monkeypatch.delenv(KEY_ENV)
+    with pytest.raises(LLMRequestError) as again:
+        make_client(server, tmp_path, max_retries=0).run(requests)
+    assert len(server.requests) == 2 and str(again.value) == str(first.value)
+    assert again.value.answers == [None, dataclasses.replace(first.value.answers[1],
+                                                             from_cache=True)]
+    assert make_client(server, tmp_path, max_retries=0).all_cached(requests)
+    assert not make_client(server, tmp_path, max_retries=1).all_cached(requests)
+
+    monkeypatch.setenv(KEY_ENV, KEY)
+    client = make_client(server, tmp_path, max_retries=2)
+    assert [a.text for a in client.run(requests)] == ["a 2", "b 2"]
+    assert [r["seed"] for r in server.requests[2:]] == [2]  # the next seed, once
+    assert client.stats.as_dict() == {"cache_hits": 2, "requests": 1, "retries": 0,
+                                      "bad_answers": 1, "trimmed": 0}
 
 
 def test_cached_answer_that_a_stricter_validator_refuses_is_asked_again(server, tmp_path):

@@ -4,6 +4,16 @@ with the reason) and DIR/splits/{protocol}.parquet.
 
 Files are decoded in worker processes with a bounded number of batches in flight, and rows
 are streamed to Parquet in row groups, so memory does not grow with the number of files.
+The workers exit with this process however it ends, SIGKILL included (a scheduler's time
+limit, the OOM killer): see actionlm.data.pool.
+
+Output is staged in ``.{DIR name}.partial-{host}-{pid}-{random}`` beside DIR and moved into
+DIR once complete. A killed run cannot remove its staging folder, so every run first removes
+those of DIR that runs on the same host left behind (their pid is not running any more).
+
+``--format synthetic`` generates NTU raw files into DIR/raw; their ``source`` is that path
+relative to DIR (``raw/S001C001P001R001A001.skeleton``), so tables do not depend on where
+DIR is.
 """
 
 from __future__ import annotations
@@ -12,12 +22,14 @@ import argparse
 import logging
 import multiprocessing
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -26,6 +38,7 @@ from tqdm import tqdm
 from actionlm.data import ctrgcn_npz, nw_ucla, pyskl
 from actionlm.data.classes import ClassTable, ntu_class_table, nw_ucla_class_table
 from actionlm.data.ntu_raw import load_ntu_files
+from actionlm.data.pool import ParentBoundPool
 from actionlm.data.splits import DEFAULT_PROTOCOLS, write_embedded_splits, write_split
 from actionlm.data.table import (
     Rejection,
@@ -80,7 +93,7 @@ def load_files_parallel(
         return
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload([reader_module])
-    pool = ProcessPoolExecutor(workers, mp_context=ctx)
+    pool = ParentBoundPool(workers, ctx)
     try:
         with ThreadPoolExecutor(1) as starter:
             first_worker = starter.submit(lambda: pool.submit(os.getpid).result())
@@ -173,7 +186,9 @@ def prepare(
     if out.exists() and not out.is_dir():
         raise ActionlmError(f"{out}: --out exists and is not a directory")
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    _remove_stale_staging(out)
+    staging = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(out)}{os.getpid()}-",
+                                    dir=out.parent))
     try:
         if fmt == "synthetic":
             from actionlm.data.synthetic import SYNTHETIC_ACTIONS, generate_ntu_files
@@ -191,6 +206,8 @@ def prepare(
                     f"--dataset is required for --format {fmt} (ntu60, ntu120, ...)")
         classes = resolve_classes(dataset, actions)
         samples, embedded_splits = _sources(fmt, src, workers, trust_pickle, classes)
+        if src == staging / "raw":  # generated here: name the files by their place in out
+            samples = _relative_to(staging, samples)
         summary = PrepareSummary(0)
         with SkeletonTableWriter(staging / "skeletons.parquet", classes, {"format": fmt}) as writer:
             # delay: a run that fails fast prints its one-line error and no progress bar
@@ -225,6 +242,37 @@ def prepare(
         return summary
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _staging_prefix(out: Path) -> str:
+    return f".{out.name}.partial-{socket.gethostname()}-"
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Remove the staging folders of ``out`` that killed runs on this host left behind;
+    those of running processes, of other hosts and of unknown owners stay."""
+    owned = re.compile(re.escape(_staging_prefix(out)) + r"(\d+)-\w+")
+    for path in out.parent.iterdir():
+        match = owned.fullmatch(path.name)
+        if match and not _is_running(int(match[1])):
+            log.warning("removing %s, left behind by a killed run", path)
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _relative_to(root: Path, items: Iterable[Sample | Rejection]) -> Iterator[Sample | Rejection]:
+    """``items`` with ``source`` the path of their file relative to ``root``."""
+    for item in items:
+        yield replace(item, source=os.path.relpath(item.source, root))
 
 
 def _int_list(text: str) -> list[int]:

@@ -31,11 +31,12 @@ camera frame for a person facing the camera: x = the body's right, y up, z = beh
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+
+from actionlm.data.pool import ParentBoundPool
 
 _FPS = 30.0  # Kinect v2 frame rate
 _KINECT_ID_BASE = 2**56  # real NTU body ids look like 72057594037937513 = 2**56 + 9577
@@ -1050,7 +1051,7 @@ def generate_ntu_files(out_dir: Path, *, actions: Sequence[int] = SYNTHETIC_ACTI
             for s in range(1, n_setups + 1) for p in range(1, n_subjects + 1)
             for r in range(1, n_replications + 1) for a in actions]
     if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        with ParentBoundPool(workers) as pool:  # its workers exit if this process is killed
             groups = list(pool.map(_write_performance, jobs, chunksize=8))
     else:
         groups = [_write_performance(job) for job in jobs]

@@ -3,22 +3,28 @@
 Every model call of the pipeline (class descriptions, visual descriptions) goes through
 :class:`LLMClient`, so that paid or slow generations are made once:
 
-- Cache: an answer is stored under ``sha256(endpoint, model, messages, sampling params, and
-  the provider's extra body fields if any)`` as one small JSON file
-  ``CACHE_DIR/<hash[:2]>/<hash>.json``, written atomically (temp file + rename, so concurrent
-  writers of the same key are safe). Only answers that passed the request's validator are
-  stored; the API key never is. A rerun with a warm cache makes no request (and needs no key).
+- Cache: every answer the endpoint returns is stored as returned (raw text and finish_reason),
+  refused ones too, since each was paid for, under ``sha256(endpoint, model, messages,
+  sampling params as sent, seed included, and the provider's extra body fields if any)`` as
+  one small JSON file ``CACHE_DIR/<hash[:2]>/<hash>.json``, written atomically (temp file +
+  rename, so concurrent writers of the same key are safe). The API key is never stored.
+- Verdicts are not stored: whether an answer is usable is decided each time it is read
+  (finish reason, trimming, the request's validator). A rerun with a warm cache judges the
+  cached answers again and sends no request (and needs no key); a stricter validator only
+  asks for the next seed.
 - Retries: 429 (waiting the server's ``Retry-After``), 408/409/5xx, timeouts, connection
   resets and malformed responses are resent with exponential backoff. 400/401/403/404/422
   and exhausted quota fail at once: resending cannot help, so nothing else is sent either.
 - Bad answers (empty content, finish_reason ``length`` unless the request can trim it to its
   complete part, ``content_filter``, a validator that raises :class:`InvalidAnswer`) are asked
-  again with ``seed + k`` for the k-th bad answer: a deterministic server would otherwise
-  return the same bad answer. The cache key stays the one of the request as asked (k = 0);
-  the entry records the seed that produced it.
+  again with ``seed + k`` for the k-th bad answer, a new request with its own cache key: a
+  deterministic server would otherwise return the same bad answer. A request has
+  ``max_retries + 1`` attempts, its cached refusals included, so a rerun with the same
+  settings sends nothing for a request whose answers were all refused; a higher
+  ``max_retries`` asks the next seeds.
 - When a request runs out of attempts, the others still finish (and are cached); then one
   :class:`LLMRequestError` names each failed request and its last failure, so a rerun sends
-  only what had not succeeded.
+  only the requests that got no answer.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ log = logging.getLogger(__name__)
 
 ENDPOINT = "chat.completions"
 NO_KEY = "no-key"  # what the openai client sends to a server without authentication
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 1 (still read): accepted answers only, trimmed, under the seed-0 key
 # Retry-After is honoured up to this; a longer one is a broken server, not a rate limit.
 MAX_RETRY_AFTER_S = 300.0
 # Statuses where resending the same request can succeed (OpenAI's own client agrees).
@@ -137,9 +143,11 @@ class ChatRequest:
             params["top_p"] = self.top_p
         return params
 
-    def request_hash(self, model: str, extra_body: dict | None = None) -> str:
+    def request_hash(self, model: str, extra_body: dict | None = None,
+                     bad_answers: int = 0) -> str:
+        """Cache key of the request as sent after ``bad_answers`` unusable answers."""
         key = {"endpoint": ENDPOINT, "model": model, "messages": list(self.messages),
-               "sampling": self.sampling()}
+               "sampling": self.sampling(bad_answers)}
         if extra_body:  # absent when empty: plain OpenAI requests keep the same keys
             key["extra_body"] = extra_body
         canonical = json.dumps(key, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
@@ -151,7 +159,7 @@ class ChatRequest:
 
 @dataclass(frozen=True)
 class Answer:
-    request_hash: str
+    request_hash: str  # cache key of the request (seed included) that this answer came from
     text: str
     value: object  # what the validator returned (the text when there is none)
     from_cache: bool
@@ -161,10 +169,10 @@ class Answer:
 class CallStats:
     """Counts over one :meth:`LLMClient.run`, logged and stored in the output's metadata."""
 
-    cache_hits: int = 0
+    cache_hits: int = 0  # answers read from the cache, refused ones included
     requests: int = 0  # HTTP requests sent, retries included
     retries: int = 0
-    bad_answers: int = 0  # answers refused (empty, truncated, filtered, failed validation)
+    bad_answers: int = 0  # answers refused (empty, cut, filtered, invalid), cached ones too
     trimmed: int = 0  # answers cut at max_tokens whose complete part was kept
 
     def as_dict(self) -> dict[str, int]:
@@ -275,12 +283,13 @@ class LLMClient:
         self.max_backoff_s = max_backoff_s
         self.stats = CallStats()
 
-    def request_hash(self, request: ChatRequest) -> str:
-        return request.request_hash(self.provider.model, self.provider.extra_body)
+    def request_hash(self, request: ChatRequest, bad_answers: int = 0) -> str:
+        return request.request_hash(self.provider.model, self.provider.extra_body, bad_answers)
 
     def all_cached(self, requests: Sequence[ChatRequest]) -> bool:
-        """Whether :meth:`run` would answer every request from the cache (sending nothing)."""
-        return all(self._cached(request) is not None for request in requests)
+        """Whether :meth:`run` would send nothing: every request is answered from the cache,
+        or all its attempts are cached refusals."""
+        return all(found is not None for _, found in map(self._replay, requests))
 
     def run(self, requests: Sequence[ChatRequest], progress: str | None = None) -> list[Answer]:
         """Answers in the order of ``requests``: cached ones first, the rest sent concurrently.
@@ -289,38 +298,83 @@ class LLMClient:
         finished and were cached (at once, cancelling the rest, on a fatal error), and
         :class:`ActionlmError` for a missing API key before anything is sent.
         """
-        answers: list[Answer | None] = [None] * len(requests)
-        missing = []
-        for i, request in enumerate(requests):
-            answers[i] = self._cached(request)
-            if answers[i] is None:
-                missing.append(i)
-        self.stats.cache_hits += len(requests) - len(missing)
+        replays = [self._replay(request) for request in requests]
+        answers = [found if isinstance(found, Answer) else None for _, found in replays]
+        failures = {i: found for i, (_, found) in enumerate(replays) if isinstance(found, _Retry)}
+        missing = {i: refused for i, (refused, found) in enumerate(replays) if found is None}
+        self.stats.cache_hits += sum(refused + isinstance(found, Answer)
+                                     for refused, found in replays)
+        self.stats.bad_answers += sum(refused for refused, _ in replays)
         if missing:
             key = self.provider.api_key()
             bar = tqdm(total=len(requests), initial=len(requests) - len(missing), desc=progress,
                        unit="req", disable=progress is None)
             with bar:
-                asyncio.run(self._send_all(requests, missing, answers, key, bar))
+                failures |= asyncio.run(self._send_all(requests, missing, answers, key, bar))
         log.info("%s: %d answers (%d from cache), %d requests sent, %d retries, %d bad answers",
                  self.provider.source, len(requests), len(requests) - len(missing),
                  self.stats.requests, self.stats.retries, self.stats.bad_answers)
+        if failures:
+            raise self._failed(failures, answers)
         return answers  # type: ignore[return-value]
 
-    def _cached(self, request: ChatRequest) -> Answer | None:
-        request_hash = self.request_hash(request)
-        entry = self.cache.get(request_hash)
-        if entry is None:
-            return None
-        try:
-            value = request.parse(entry["text"])
-        except InvalidAnswer as err:  # the validator became stricter since: ask again
-            log.warning("cached answer for %s no longer valid (%s): asking again",
-                        request.label, err)
-            return None
-        return Answer(request_hash, entry["text"], value, from_cache=True)
+    def _replay(self, request: ChatRequest) -> tuple[int, Answer | _Retry | None]:
+        """What the cache holds for ``request``, seed after seed: the number of refused answers
+        read, then the accepted answer, or the refusal that used the last attempt, or None
+        (that seed was never asked)."""
+        failure = None
+        for bad_answers in range(self.max_retries + 1):
+            entry = self.cache.get(self.request_hash(request, bad_answers))
+            if entry is None:
+                return bad_answers, None
+            try:
+                return bad_answers, self._accept(request, bad_answers, entry["text"],
+                                                 entry.get("finish_reason"), from_cache=True)
+            except _Retry as refused:
+                log.debug("cached answer for %s refused: %s", request.label, refused)
+                failure = refused
+        return self.max_retries + 1, self._gave_up(request, failure)
 
-    async def _send_all(self, requests, indices, answers, key: str, bar) -> None:
+    def _accept(self, request: ChatRequest, bad_answers: int, text: str,
+                finish_reason: str | None, from_cache: bool) -> Answer:
+        """The answer that a completion gives ``request``; raises _Retry(bad_answer=True)
+        saying why it is refused."""
+        text = text.strip()
+        if finish_reason == "content_filter":
+            raise _Retry("answer withheld by the provider's content filter", bad_answer=True)
+        if finish_reason == "length":
+            text = request.trim_truncated(text).strip() if request.trim_truncated else ""
+            if not text:
+                raise _Retry(f"answer cut at max_tokens={request.max_tokens} (finish_reason "
+                             "length); raise max_tokens", bad_answer=True)
+        if not text:
+            raise _Retry("empty answer", bad_answer=True)
+        try:
+            value = request.parse(text)
+        except InvalidAnswer as err:
+            raise _Retry(f"answer refused: {err}; answer was {text[:200]!r}",
+                         bad_answer=True) from None
+        return Answer(self.request_hash(request, bad_answers), text, value, from_cache)
+
+    def _gave_up(self, request: ChatRequest, failure: _Retry) -> _Retry:
+        return _Retry(f"{request.label or self.request_hash(request)[:12]}: {failure}",
+                      bad_answer=failure.bad_answer)
+
+    def _failed(self, failures: dict[int, _Retry], answers: list) -> LLMRequestError:
+        hint = ("; refused answers are cached too: a rerun asks for new ones (the next seeds) "
+                "only with a higher max_retries" if any(f.bad_answer for f in failures.values())
+                else "")
+        return LLMRequestError(
+            f"{len(failures)} of {len(answers)} requests to {self.provider.source} failed "
+            f"after {self.max_retries + 1} attempts (every answer received is cached; a rerun "
+            f"sends only the requests that got no answer{hint}):\n"
+            + "\n".join(f"  {failures[i]}" for i in sorted(failures)),
+            answers=answers, failed=tuple(sorted(failures)))
+
+    async def _send_all(self, requests, missing: dict[int, int], answers, key: str,
+                        bar) -> dict[int, _Retry]:
+        """Send the ``missing`` requests (index -> refused answers cached) into ``answers``;
+        returns the failures of those that ran out of attempts."""
         import openai
 
         slots = asyncio.Semaphore(self.concurrency)
@@ -335,7 +389,7 @@ class LLMClient:
                 if stop.is_set():
                     return
                 try:
-                    answers[i] = await self._complete(api, requests[i], key)
+                    answers[i] = await self._complete(api, requests[i], key, missing[i])
                 except _Retry as err:
                     failures[i] = err
                 except _Fatal:
@@ -343,7 +397,7 @@ class LLMClient:
                     raise
             bar.update()
 
-        tasks = [asyncio.create_task(one(i)) for i in indices]
+        tasks = [asyncio.create_task(one(i)) for i in missing]
         try:
             for done in asyncio.as_completed(tasks):
                 await done
@@ -355,51 +409,44 @@ class LLMClient:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await api.close()
-        if failures:
-            hint = ("; refused answers come back the same from a deterministic server: raise "
-                    "max_retries or change the seed"
-                    if any(f.bad_answer for f in failures.values()) else "")
-            raise LLMRequestError(
-                f"{len(failures)} of {len(indices)} requests to {self.provider.source} failed "
-                f"after {self.max_retries + 1} attempts (the {len(indices) - len(failures)} "
-                f"answered are cached; a rerun asks only for the failed ones{hint}):\n"
-                + "\n".join(f"  {failures[i]}" for i in sorted(failures)),
-                answers=answers, failed=tuple(sorted(failures)))
+        return failures
 
-    async def _complete(self, api: openai.AsyncOpenAI, request: ChatRequest, key: str) -> Answer:
-        request_hash = self.request_hash(request)
-        bad_answers = 0
-        for attempt in range(self.max_retries + 1):
-            sampling = request.sampling(bad_answers)
+    async def _complete(self, api: openai.AsyncOpenAI, request: ChatRequest, key: str,
+                        bad_answers: int) -> Answer:
+        """Ask ``request`` from seed + ``bad_answers`` on, caching every answer, until one is
+        accepted; raises _Retry when the attempts left run out."""
+        for attempt in range(bad_answers, self.max_retries + 1):
             try:
                 self.stats.requests += 1
-                text, finish_reason = await self._attempt(api, request, sampling, key)
-                value = request.parse(text)
-            except InvalidAnswer as err:
-                failure = _Retry(f"answer refused: {err}; answer was {text[:200]!r}",
-                                 bad_answer=True)
-            except _Retry as err:
-                failure = err
+                text, finish_reason = await self._attempt(api, request, bad_answers, key)
+                self._store(request, bad_answers, text, finish_reason)
+                answer = self._accept(request, bad_answers, text, finish_reason,
+                                      from_cache=False)
+            except _Retry as failure:
+                if failure.bad_answer:
+                    bad_answers += 1
+                    self.stats.bad_answers += 1
+                if attempt == self.max_retries:
+                    raise self._gave_up(request, failure) from None
+                self.stats.retries += 1
+                log.debug("retrying %s after: %s", request.label, failure)
+                await asyncio.sleep(self._wait(attempt, failure))
             else:
-                self.cache.put(request_hash, {
-                    "format": CACHE_FORMAT, "request_hash": request_hash, "endpoint": ENDPOINT,
-                    "model": self.provider.model, "source": self.provider.source,
-                    "messages": _without_image_data(request.messages), "sampling": sampling,
-                    "extra_body": self.provider.extra_body,
-                    "label": request.label, "text": text, "finish_reason": finish_reason,
-                    "created": time.time(),
-                })
-                return Answer(request_hash, text, value, from_cache=False)
-            if failure.bad_answer:
-                bad_answers += 1
-                self.stats.bad_answers += 1
-            if attempt == self.max_retries:
-                raise _Retry(f"{request.label or request_hash[:12]}: {failure}",
-                             bad_answer=failure.bad_answer)
-            self.stats.retries += 1
-            log.debug("retrying %s after: %s", request.label, failure)
-            await asyncio.sleep(self._wait(attempt, failure))
+                self.stats.trimmed += finish_reason == "length"
+                return answer
         raise AssertionError("unreachable")
+
+    def _store(self, request: ChatRequest, bad_answers: int, text: str,
+               finish_reason: str) -> None:
+        request_hash = self.request_hash(request, bad_answers)
+        self.cache.put(request_hash, {
+            "format": CACHE_FORMAT, "request_hash": request_hash, "endpoint": ENDPOINT,
+            "model": self.provider.model, "source": self.provider.source,
+            "messages": _without_image_data(request.messages),
+            "sampling": request.sampling(bad_answers), "extra_body": self.provider.extra_body,
+            "label": request.label, "text": text, "finish_reason": finish_reason,
+            "created": time.time(),
+        })
 
     def _wait(self, attempt: int, failure: _Retry) -> float:
         if failure.bad_answer:
@@ -408,16 +455,16 @@ class LLMClient:
             return min(failure.wait_s, MAX_RETRY_AFTER_S)
         return min(self.max_backoff_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
 
-    async def _attempt(self, api: openai.AsyncOpenAI, request: ChatRequest, sampling: dict,
+    async def _attempt(self, api: openai.AsyncOpenAI, request: ChatRequest, bad_answers: int,
                        key: str) -> tuple[str, str]:
-        """One HTTP request; returns the answer text and finish_reason, or raises _Retry or
-        _Fatal."""
+        """One HTTP request; returns the answer's raw text and finish_reason, or raises _Retry
+        or _Fatal."""
         import openai
 
         try:
             completion = await api.chat.completions.create(
                 model=self.provider.model, messages=list(request.messages),
-                extra_body=self.provider.extra_body or None, **sampling)
+                extra_body=self.provider.extra_body or None, **request.sampling(bad_answers))
         except openai.APITimeoutError:
             raise _Retry(f"no answer within {self.timeout_s:g} s") from None
         except openai.APIConnectionError as err:
@@ -430,19 +477,7 @@ class LLMClient:
         if not choices:
             raise _Retry("malformed response: no choices")
         choice = choices[0]
-        if choice.finish_reason == "content_filter":
-            raise _Retry("answer withheld by the provider's content filter", bad_answer=True)
-        text = (choice.message.content or "").strip() if choice.message else ""
-        if choice.finish_reason == "length":
-            kept = request.trim_truncated(text).strip() if request.trim_truncated else ""
-            if not kept:
-                raise _Retry(f"answer cut at max_tokens={sampling['max_tokens']} "
-                             "(finish_reason length); raise max_tokens", bad_answer=True)
-            self.stats.trimmed += 1
-            return kept, choice.finish_reason
-        if not text:
-            raise _Retry("empty answer", bad_answer=True)
-        return text, choice.finish_reason
+        return (choice.message.content or "") if choice.message else "", choice.finish_reason
 
     def _status_failure(self, err: openai.APIStatusError, key: str) -> Exception:
         status = err.status_code

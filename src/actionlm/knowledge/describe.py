@@ -390,11 +390,15 @@ def _ask(client: LLMClient, requests: list[ChatRequest], progress: str,
 
 
 def all_cached(classes: list[tuple], prompts: Prompts, client: LLMClient) -> bool:
-    """Whether describing ``classes`` needs no request at all (questions and follow-ups)."""
+    """Whether describing ``classes`` needs no request at all (questions and follow-ups);
+    refused answers count as cached: a rerun judges them again without asking."""
     jobs, requests = _questions(classes, prompts)
     if not client.all_cached(requests):
         return False
-    answers = client.run(requests)  # all from the cache
+    try:
+        answers = client.run(requests)  # all from the cache
+    except LLMRequestError as err:  # answers refused until no attempt was left
+        answers = err.answers
     return client.all_cached([prompts.follow_up(jobs[i][1], part)
                               for i, part in _parts_left_out(jobs, answers, prompts)])
 
@@ -593,7 +597,8 @@ def describe_with_served_model(classes: list[tuple], prompts: Prompts,
     provider = Provider(served_model_name(args.serve_model_dir), api_key_env=None,
                         name="transformers-serve", extra_body=SERVE_SAMPLING)
     if all_cached(classes, prompts, client_from_args(args, provider)):
-        return describe_classes(classes, prompts, client_from_args(args, provider))
+        return describe_classes(classes, prompts, client_from_args(args, provider),
+                                args.allow_incomplete)
     with serve_model(args.serve_model_dir, device=args.serve_device,
                      log_path=args.serve_log) as base_url:
         provider = dataclasses.replace(provider, base_url=base_url)
