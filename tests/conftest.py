@@ -42,6 +42,22 @@ def small_ntu_data(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def fake_llm(tmp_path_factory) -> Path:
+    """A Hugging Face folder with a Llama config (hidden 16) and only its embedding table: all
+    that train-vqvae reads of an LLM."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import LlamaConfig
+
+    folder = tmp_path_factory.mktemp("llm") / "tiny"
+    LlamaConfig(vocab_size=96, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                num_attention_heads=2, num_key_value_heads=2).save_pretrained(folder)
+    table = torch.randn(96, 16, generator=torch.Generator().manual_seed(0)) * 0.3
+    save_file({"model.embed_tokens.weight": table}, folder / "model.safetensors")
+    return folder
+
+
 TINY_LLM_WORDS = (
     "system user assistant given a sequence of action tokens please predict the corresponding "
     "action choose one drink water pickup throw sit down stand up head hand arm hip leg foot "

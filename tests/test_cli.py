@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from actionlm.cli import STAGES, build_parser, main
+from actionlm.cli_args import Bounded
 from actionlm.data.split_files import SplitFiles
 
 ACTIONLM = Path(sys.executable).parent / "actionlm"
@@ -61,3 +62,139 @@ def test_every_boolean_option_has_a_no_form(stage):
              if a.nargs == 0 and not isinstance(a, argparse._HelpAction)]
     assert [a.option_strings for a in flags
             if not isinstance(a, argparse.BooleanOptionalAction)] == []
+
+
+# --- numeric options: out of range is a one-line usage error, with or without the workflow ----
+
+# command, option, values out of its range (each a case)
+OUT_OF_RANGE = """
+prepare --val-fraction 1.5 -0.5 nan
+prepare --seed -1
+prepare --workers 0
+prepare --subjects 0
+prepare --replications 0
+prepare --setups -2
+split --val-fraction 1.5 1 -0.5 nan inf
+split --seed -1 0.5
+describe --concurrency 0
+describe --max-retries -1
+describe --timeout 0 nan
+describe-visual --frames-per-class 0
+describe-visual --samples-per-class 0
+describe-visual --frames-per-sample 0
+describe-visual --render-size 8
+describe-visual --max-side 0
+describe-visual --seed -3
+describe-visual --max-tokens 0
+describe-visual --temperature -0.1 2.5 nan
+describe-visual --concurrency 0
+describe-visual --max-retries -1
+describe-visual --timeout -5 inf
+encode-text --batch-size 0
+encode-text --seed -1
+train-vqvae --width 0
+train-vqvae --window 0 -8 8.5
+train-vqvae --bodies 0
+train-vqvae --codes 0
+train-vqvae --curvature 0 -1 nan inf
+train-vqvae --channels 0
+train-vqvae --depth -1
+train-vqvae --zipf-alpha 0
+train-vqvae --zipf-beta -1
+train-vqvae --omega1 -0.5
+train-vqvae --omega2 nan
+train-vqvae --gumbel-tau 0
+train-vqvae --mmd-rows 1
+train-vqvae --lr 0 -1e-3 nan inf
+train-vqvae --weight-decay -0.1
+train-vqvae --epochs 0
+train-vqvae --batch-size 0
+train-vqvae --seed -1
+train-vqvae --reset-every -1
+train-vqvae --threads 0
+train-vqvae --checkpoint-every -1
+tokenize --batch-size 0
+tokenize --threads 0
+train-encoder --base-channels 2
+train-encoder --window 0
+train-encoder --bodies 0
+train-encoder --dropout 1 -0.1
+train-encoder --num-class 1
+train-encoder --epochs 0
+train-encoder --batch-size 1
+train-encoder --warmup-epochs -1
+train-encoder --positives 0
+train-encoder --seed -1
+train-encoder --lr 0 nan
+train-encoder --momentum 1.5 -0.1
+train-encoder --weight-decay -1
+train-encoder --gamma 0
+train-encoder --clip-grad -1
+train-encoder --rotate -0.1 inf
+train-encoder --gap-weight -1
+train-encoder --temperature 0
+train-encoder --text-lr 0
+train-encoder --milestones 0
+train-encoder --train-interval 0 1.5
+train-encoder --test-interval 0 nan
+train-encoder --threads 0
+train-encoder --checkpoint-every -1
+extract-features --test-interval 0 1.5
+extract-features --batch-size 0
+extract-features --threads 0
+evaluate --test-interval 0 -1 nan
+evaluate --batch-size 0
+evaluate --threads 0
+evaluate --describe-tokens -1
+lora --description-words 0
+lora --lora-r 0
+lora --lora-alpha 0 nan
+lora --lora-dropout 1 -0.5
+lora --queries 0
+lora --segments 0
+lora --depth 0
+lora --heads 0
+lora --bridge-dropout 1.5
+lora --lr 0 inf
+lora --weight-decay -1
+lora --epochs 0
+lora --max-steps -1
+lora --batch-size 0
+lora --micro-batch-size 0
+lora --warmup-steps -1
+lora --max-grad-norm -1 nan
+lora --seed -1
+lora --threads 0
+lora --checkpoint-every -1
+lora --log-every 0
+"""
+BOUND_CASES = [(command, option, value) for line in OUT_OF_RANGE.strip().splitlines()
+               for command, option, *values in [line.split()] for value in values]
+
+
+def numeric_options(stage: str) -> dict[str, object]:
+    """Option -> type of every option of ``stage`` that takes a number (choices aside)."""
+    parser = build_parser(stage)
+    [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return {a.option_strings[0]: a.type for a in sub.choices[stage]._actions
+            if a.type in (int, float) or isinstance(a.type, Bounded)
+            if a.choices is None}
+
+
+def test_every_numeric_option_is_bounded_and_covered():
+    covered = {(command, option) for command, option, _ in BOUND_CASES}
+    for stage, _, _ in STAGES:
+        options = numeric_options(stage)
+        assert [o for o, kind in options.items() if not isinstance(kind, Bounded)] == [], stage
+        assert {(stage, o) for o in options} == {c for c in covered if c[0] == stage}, stage
+    assert (len(covered), len(BOUND_CASES)) == (99, 131)  # options, out-of-range values
+
+
+@pytest.mark.parametrize(("command", "option", "value"), BOUND_CASES)
+def test_out_of_range_value_is_a_one_line_error(command, option, value, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, f"{option}={value}"])
+    assert exit_.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"actionlm {command}: error: argument {option}: expected "), line
+    assert f"got {value!r}" in line

@@ -189,10 +189,6 @@ def test_bad_input_is_refused(setup, tmp_path):
         args = eval_args(setup, tmp_path, "llm_ar", "sentences")
         args.model = None
         evaluate_llm(args)
-    with pytest.raises(ActionlmError, match="batch-size"):
-        args = eval_args(setup, tmp_path, "llm_ar", "sentences")
-        args.batch_size = 0
-        evaluate_llm(args)
 
 
 def test_zero_shot_seeds_are_averaged(tmp_path):

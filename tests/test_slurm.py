@@ -11,6 +11,7 @@ otherwise. 2-3.5 minutes on 2 cores; the daemons it starts are stopped at the en
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -70,14 +71,15 @@ def run_snakemake(work: Path, *args: str) -> subprocess.CompletedProcess:
 
 def accounting(work: Path) -> dict[str, dict[str, str]]:
     """sacct's record of the jobs run from ``work``, by rule and wildcards (the job comment
-    the executor plugin sets, e.g. ``rule_split_wildcards_synthetic_xview``)."""
+    the executor plugin sets, e.g. ``rule_split_wildcards_synthetic_xview``; the main run's
+    empty ``{run}`` wildcard leaves a doubled underscore, collapsed here)."""
     fields = ["Comment", "Partition", "State", "AllocTRES", "WorkDir"]
     out = subprocess.run(
         ["sacct", "-X", "-n", "-P", "-a", "-S", "now-3600", "-o", ",".join(fields)],
         capture_output=True, text=True, check=True,
     ).stdout
     rows = [dict(zip(fields, line.split("|"))) for line in out.splitlines()]
-    return {row["Comment"]: row for row in rows
+    return {re.sub("_+", "_", row["Comment"]): row for row in rows
             if os.path.realpath(row["WorkDir"]) == os.path.realpath(work)}
 
 
@@ -101,6 +103,7 @@ def workdir(tmp_path_factory, slurm, smollm2_dir) -> Path:
                        "protocols": ["xview"]},
         },
         "llm": {"name": "smollm2", "source": str(smollm2_dir)},
+        "encoders": {"protocols": ["xview"]},
         "compute": {"gpus": 1, "gpu_model": GPU_TYPE, "gpu_partition": "gpu", "threads": 3},
         "vqvae": {"train": {"epochs": 1, "channels": 16, "depth": 1, "codes": 64,
                             "window": 32, "batch_size": 128}},

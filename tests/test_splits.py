@@ -65,6 +65,12 @@ def test_val_fraction_is_stratified_and_reproducible(meta):
     assert (val.groupby("label").size() == 6).all()  # 25 % of 24 train samples per class
 
 
+@pytest.mark.parametrize("val_fraction", [1.5, 1.0, -0.5, float("nan")])
+def test_val_fraction_out_of_range_is_refused(meta, val_fraction):
+    with pytest.raises(ActionlmError, match=r"val_fraction .*: expected a number in \[0, 1\)"):
+        make_split(meta, "xview", 8, val_fraction=val_fraction)
+
+
 def test_protocol_errors(meta):
     with pytest.raises(ActionlmError, match="test split empty"):
         make_split(meta[meta.camera > 1], "xview", 8)

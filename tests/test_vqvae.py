@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from actionlm.cli import main
 from actionlm.data.split_files import SplitFiles
@@ -48,26 +48,13 @@ from actionlm.train.tokenize import SENTENCE_SCHEMA, tokenize_dataset
 from actionlm.train.vqvae import TrainConfig, train_vqvae
 from resume import assert_same_run, kill_after_checkpoint
 
-WIDTH = 16
+WIDTH = 16  # the fake_llm fixture's hidden size
 TINY = {"window": 32, "codes": 32, "channels": 32, "depth": 1, "curvature": 0.5}
 FAST = TrainConfig(lr=1e-2, epochs=2, batch_size=16, seed=3, reset_every=10)
 SMALL_LOSS = LossConfig(mmd_rows=32)
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-
-@pytest.fixture(scope="module")
-def fake_llm(tmp_path_factory) -> Path:
-    """A Hugging Face folder with a Llama config (hidden 16) and only its embedding table."""
-    from transformers import LlamaConfig
-
-    folder = tmp_path_factory.mktemp("llm") / "tiny"
-    LlamaConfig(vocab_size=96, hidden_size=WIDTH, intermediate_size=32, num_hidden_layers=1,
-                num_attention_heads=2, num_key_value_heads=2).save_pretrained(folder)
-    table = torch.randn(96, WIDTH, generator=torch.Generator().manual_seed(0)) * 0.3
-    save_file({"model.embed_tokens.weight": table}, folder / "model.safetensors")
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +221,8 @@ def test_switching_off_a_bias_loss_changes_training(switch, small_ntu_data, fake
 @pytest.mark.parametrize(
     ("options", "message"),
     [({"codes": 7}, "even"), ({"curvature": 0.0}, "curvature"), ({"curvature": -1.0}, "curvature"),
-     ({"width": 32}, "width 32 differs"), ({"window": 18}, "multiple of 4")],
+     ({"width": 32}, "width 32 differs"), ({"window": 18}, "multiple of 4"),
+     ({"window": 96}, r"window 96 is longer than the longest training sequence \(80 frames\)")],
 )
 def test_malformed_config_is_a_clear_error(options, message, small_ntu_data, fake_llm, tmp_path):
     with pytest.raises(ActionlmError, match=message):
@@ -242,11 +230,19 @@ def test_malformed_config_is_a_clear_error(options, message, small_ntu_data, fak
     assert not (tmp_path / "vqvae.safetensors").exists()
 
 
-def test_cli_reports_a_bad_config_in_one_line(small_ntu_data, fake_llm, tmp_path, capsys):
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--codes", "9", "codes (U) must be an even number"),
+    # refused before any sequence is resized to it (which would exhaust memory)
+    ("--window", "1000000000", "window 1000000000 is longer than the longest training "
+     "sequence (80 frames)"),
+])
+def test_cli_reports_a_bad_config_in_one_line(option, value, message, small_ntu_data, fake_llm,
+                                              tmp_path, capsys):
     code = main(["train-vqvae", *split_args(small_ntu_data), "--llm", str(fake_llm),
-                 "--out", str(tmp_path), "--codes", "9", "--device", "cpu"])
+                 "--out", str(tmp_path), option, value, "--device", "cpu"])
     assert code == 2
-    assert "codes (U) must be an even number" in capsys.readouterr().err
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("actionlm: error: ") and message in line
 
 
 RESUME_RUN = replace(FAST, epochs=4, seed=5, reset_every=3)

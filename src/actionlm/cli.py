@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+from typing import NoReturn
 
 from actionlm import __version__
 from actionlm.errors import ActionlmError
@@ -48,10 +49,18 @@ STAGES: list[tuple[str, str, str]] = [
 ]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors (a missing option, a value out of its range) as one line, exit code 2:
+    the usage itself is in ``--help``, not in front of the error in a rule's log."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
     """The parser; only ``stage``'s module is imported (the others may import torch, which
     would make every command and ``--help`` slow)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="actionlm",
         description="Skeleton action recognition with language models (GAP, LLM-AR, SUGAR). "
         "Each subcommand is one pipeline stage; the Snakemake workflow calls them in order.",

@@ -1,17 +1,27 @@
-"""Atomic file output: every table is written to a temp file beside its target and renamed,
-so a crash never leaves a half-written file that looks complete."""
+"""Table files out and in.
+
+Out: every table is written to a temp file beside its target and renamed, so a crash never
+leaves a half-written file that looks complete.
+
+In: every Parquet table actionlm reads goes through ``parquet_file`` / ``read_table`` /
+``iter_batches``: a missing file, one that is not Parquet or is truncated, or one without a
+column the reader needs is an ``ActionlmError`` of one line that names the file and the
+problem, never an Arrow traceback.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from actionlm.errors import ActionlmError
 
 
 @contextmanager
@@ -50,3 +60,46 @@ def with_metadata(schema: pa.Schema, **values: object) -> pa.Schema:
     meta = dict(schema.metadata or {})
     meta.update({f"actionlm.{k}".encode(): json.dumps(v).encode() for k, v in values.items()})
     return schema.with_metadata(meta)
+
+
+@contextmanager
+def reading(path: str | os.PathLike) -> Iterator[None]:
+    """Arrow's errors while reading ``path`` as one ActionlmError line naming the file."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise ActionlmError(f"{path}: no such file") from None
+    except (OSError, pa.ArrowException) as err:
+        reason = " ".join(str(err).split())
+        raise ActionlmError(f"{path}: not a Parquet table, or truncated ({reason})") from None
+
+
+def parquet_file(path: str | os.PathLike, columns: Iterable[str] = ()) -> pq.ParquetFile:
+    """``path`` opened as Parquet (its footer read), with every one of ``columns``."""
+    with reading(path):
+        handle = pq.ParquetFile(path)
+    names = handle.schema_arrow.names
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise ActionlmError(f"{path}: missing columns {missing} (has {names})")
+    return handle
+
+
+def read_table(path: str | os.PathLike, columns: list[str] | None = None,
+               filters: list | None = None) -> pa.Table:
+    """``columns`` (all when None) of the rows passing ``filters`` (pq.read_table's)."""
+    parquet_file(path, columns or ())
+    with reading(path):
+        return pq.read_table(path, columns=columns, filters=filters)
+
+
+def iter_batches(path: str | os.PathLike, columns: list[str],
+                 batch_size: int) -> Iterator[pa.RecordBatch]:
+    """``columns`` of ``path`` in record batches of at most ``batch_size`` rows."""
+    batches = parquet_file(path, columns).iter_batches(batch_size=batch_size, columns=columns)
+    while True:
+        with reading(path):
+            batch = next(batches, None)
+        if batch is None:
+            return
+        yield batch

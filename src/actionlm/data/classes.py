@@ -12,10 +12,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from actionlm.errors import ActionlmError
+from actionlm.io import parquet_file, read_table
 
 NTU120_CLASS_NAMES: tuple[str, ...] = (
     "drink water", "eat meal/snack", "brushing teeth", "brushing hair", "drop", "pickup",
@@ -116,14 +114,10 @@ def nw_ucla_class_table() -> ClassTable:
 def read_class_rows(path: str | os.PathLike) -> list[tuple[int, str, int | None]]:
     """(label, class_name, native_id) of every class of a classes.parquet, in label order
     (native_id None when the table has no such column)."""
-    try:
-        table = pq.ParquetFile(path).read()
-    except FileNotFoundError:
-        raise ActionlmError(f"{path}: no such class table (run `actionlm prepare`)") from None
-    except (OSError, pa.ArrowException) as err:
-        raise ActionlmError(f"{path}: not a Parquet table ({err})") from None
-    if not {"label", "class_name"} <= set(table.column_names):
-        raise ActionlmError(f"{path}: needs columns label and class_name, has {table.column_names}")
+    if not os.path.isfile(path):
+        raise ActionlmError(f"{path}: no such class table (run `actionlm prepare`)")
+    parquet_file(path, ["label", "class_name"])
+    table = read_table(path)
     native = (table["native_id"].to_pylist() if "native_id" in table.column_names
               else [None] * table.num_rows)
     rows = sorted(zip(table["label"].to_pylist(),

@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 
 from actionlm.errors import ActionlmError
-from actionlm.io import table_metadata, with_metadata, write_parquet
+from actionlm.io import read_table, table_metadata, with_metadata, write_parquet
 
 FEATURE_SCHEMA = pa.schema(
     [
@@ -73,10 +72,7 @@ def read_features(path: str | os.PathLike, splits: tuple[str, ...] | None = None
     path = Path(path)
     if not path.is_file():
         raise ActionlmError(f"{path}: no such feature table (run `actionlm extract-features`)")
-    table = pq.read_table(path)
-    missing = set(FEATURE_SCHEMA.names) - set(table.column_names)
-    if missing:
-        raise ActionlmError(f"{path}: not a feature table (missing columns {sorted(missing)})")
+    table = read_table(path, columns=FEATURE_SCHEMA.names)
     encoder = table_metadata(table, "encoder") or {}
     if splits is not None:
         table = table.filter(pc.is_in(table["split"], value_set=pa.array(list(splits))))

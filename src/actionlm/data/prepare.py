@@ -35,6 +35,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from actionlm.cli_args import fraction, non_negative_int, positive_int
 from actionlm.data import ctrgcn_npz, nw_ucla, pyskl
 from actionlm.data.classes import ClassTable, ntu_class_table, nw_ucla_class_table
 from actionlm.data.ntu_raw import load_ntu_files
@@ -302,11 +303,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="protocols to write (xsub, xview, xset, view3, view2, unseen<K>_seed<S>); "
                    "default: the input's own splits, else the dataset's standard ones; "
                    "'none' for no split")
-    p.add_argument("--val-fraction", type=float, default=0.0,
+    p.add_argument("--val-fraction", type=fraction, default=0.0,
                    help="fraction of each class's training samples moved to a val split")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed for val/unseen draws and synthetic data")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=positive_int, default=None,
                    help="decoding processes (default: all cores)")
     flag = argparse.BooleanOptionalAction
     p.add_argument("--strict", action=flag, default=False,
@@ -314,9 +315,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-pickle", action=flag, default=False,
                    help="allow unpickling a pyskl .pkl (pickle can execute code)")
     syn = p.add_argument_group("synthetic data (--format synthetic)")
-    syn.add_argument("--subjects", type=int, default=10)
-    syn.add_argument("--replications", type=int, default=2)
-    syn.add_argument("--setups", type=int, default=1)
+    syn.add_argument("--subjects", type=positive_int, default=10)
+    syn.add_argument("--replications", type=positive_int, default=2)
+    syn.add_argument("--setups", type=positive_int, default=1)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from actionlm.cli_args import fraction, non_negative_int
 from actionlm.data.classes import read_class_names
 from actionlm.errors import ActionlmError
-from actionlm.io import with_metadata, write_parquet
+from actionlm.io import read_table, with_metadata, write_parquet
 
 NTU60_XSUB_TRAIN = frozenset(
     [1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38]
@@ -73,6 +73,8 @@ def make_split(
 ) -> tuple[pd.DataFrame, dict]:
     """Assign each sample of ``meta`` (sample_id, label and the metadata columns) to
     train/val/test under ``protocol``; return the table and a description for its metadata."""
+    if not 0 <= val_fraction < 1:
+        raise ActionlmError(f"val_fraction {val_fraction}: expected a number in [0, 1)")
     info: dict = {"protocol": protocol}
     if protocol in STANDARD_PROTOCOLS:
         column, is_train, is_test = STANDARD_PROTOCOLS[protocol]
@@ -130,9 +132,9 @@ def write_split(skeletons: Path, classes: Path, embedded_splits: Path, protocol:
     for path in (skeletons, classes, embedded_splits):
         if not Path(path).is_file():
             raise ActionlmError(f"{path}: no such file (run `actionlm prepare`)")
-    meta = pq.read_table(skeletons, columns=list(SPLIT_META_COLUMNS)).to_pandas()
+    meta = read_table(skeletons, columns=list(SPLIT_META_COLUMNS)).to_pandas()
     n_classes = len(read_class_names(classes))
-    embedded = pq.read_table(embedded_splits).to_pandas()
+    embedded = read_table(embedded_splits, columns=EMBEDDED_SPLITS_SCHEMA.names).to_pandas()
     embedded = embedded[embedded["protocol"] == protocol]
     if len(embedded):
         membership = dict(zip(embedded["sample_id"], embedded["split"]))
@@ -153,8 +155,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="its embedded_splits.parquet (the input format's own partitions)")
     p.add_argument("--protocol", required=True)
     p.add_argument("--out", type=Path, required=True, help="split table to write")
-    p.add_argument("--val-fraction", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=fraction, default=0.0,
+                   help="share of each class's training samples moved to a val split")
+    p.add_argument("--seed", type=non_negative_int, default=0)
 
 
 def run(args: argparse.Namespace) -> None:

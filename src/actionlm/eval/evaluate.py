@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from actionlm.cli_args import positive_int, share
 from actionlm.data.classes import read_class_names
 from actionlm.data.clips import load_sequences
 from actionlm.data.skeleton_layouts import LAYOUTS
@@ -62,11 +63,12 @@ def add_encoder_run_arguments(p: argparse.ArgumentParser, out_help: str,
     """The options of every command that runs a trained encoder over a split's clips."""
     add_split_arguments(p, required=split_required)
     p.add_argument("--out", type=Path, required=True, help=out_help)
-    p.add_argument("--test-interval", type=float, default=0.95,
+    p.add_argument("--test-interval", type=share, default=0.95,
                    help="centred crop share of each sequence")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:N")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads (default: torch's)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

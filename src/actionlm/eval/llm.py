@@ -27,17 +27,17 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from actionlm.cli_args import non_negative_int
 from actionlm.data.classes import read_class_names
 from actionlm.data.features import read_features
 from actionlm.device import autocast, select_device
 from actionlm.errors import ActionlmError
 from actionlm.eval.metrics import write_evaluation
-from actionlm.io import table_metadata
+from actionlm.io import parquet_file, read_table, table_metadata
 from actionlm.llm.scoring import NORMALIZATIONS, generate_answers, score_answers, tokenize_answers
 
 log = logging.getLogger(__name__)
@@ -71,14 +71,14 @@ def read_inputs(path: Path, split: str) -> TestInputs:
     """The ``split`` rows of action_sentences.parquet (LLM-AR) or features.parquet (SUGAR)."""
     if not path.is_file():
         raise ActionlmError(f"{path}: no such inputs table")
-    names = pq.read_schema(path).names
+    names = parquet_file(path).schema_arrow.names
     if "features" in names:
         data = read_features(path, (split,))
         return TestInputs(data.sample_ids, data.labels.numpy(), data.encoder.get("protocol"),
                           features=data.features)
     if "tokens" not in names:
         raise ActionlmError(f"{path}: neither action sentences (tokens) nor features")
-    table = pq.read_table(path, columns=["sample_id", "split", "label", "tokens"])
+    table = read_table(path, columns=["sample_id", "split", "label", "tokens"])
     table = table.filter(pc.equal(table["split"], split))
     if table.num_rows == 0:
         raise ActionlmError(f"{path}: no rows in split {split!r}")
@@ -232,7 +232,7 @@ def add_llm_arguments(group) -> None:
     group.add_argument("--normalize", choices=NORMALIZATIONS, default="sum",
                        help="candidate score: summed answer log-likelihood (default: the "
                        "trained objective) or its mean per token (untrained zero-shot prompts)")
-    group.add_argument("--describe-tokens", type=int, default=0,
+    group.add_argument("--describe-tokens", type=non_negative_int, default=0,
                        help="also generate a free-form answer of up to N tokens per sample "
                        "(SUGAR's class + description) into predictions.parquet 'generated'")
     group.add_argument("--llm", type=Path, default=None,
@@ -246,8 +246,6 @@ def evaluate_llm(args: argparse.Namespace) -> dict:
     """Entry point of ``actionlm evaluate --method llm_ar|sugar|linear_probe``."""
     if args.method not in METHODS:
         raise ActionlmError(f"--method {args.method}: expected one of {METHODS}")
-    if args.batch_size < 1 or args.describe_tokens < 0:
-        raise ActionlmError("--batch-size must be >= 1 and --describe-tokens >= 0")
     if args.inputs is None:
         raise ActionlmError(f"--method {args.method} needs --inputs (action_sentences.parquet "
                             "or features.parquet)")

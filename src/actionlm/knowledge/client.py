@@ -46,6 +46,7 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
+from actionlm.cli_args import non_negative_int, positive_float, positive_int
 from actionlm.errors import ActionlmError
 from actionlm.io import write_json
 
@@ -506,9 +507,11 @@ def add_client_arguments(parser: argparse.ArgumentParser, default_model: str) ->
                        help="provider label in the output's `source` (default: endpoint host)")
     group.add_argument("--cache-dir", type=Path, default=Path("resources/cache/llm"),
                        help="request cache; keep it outside results/ so paid answers survive")
-    group.add_argument("--concurrency", type=int, default=8, help="requests in flight at most")
-    group.add_argument("--max-retries", type=int, default=5, help="retries per request")
-    group.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    group.add_argument("--concurrency", type=positive_int, default=8,
+                       help="requests in flight at most")
+    group.add_argument("--max-retries", type=non_negative_int, default=5,
+                       help="retries per request")
+    group.add_argument("--timeout", type=positive_float, default=120.0, help="seconds per request")
 
 
 def client_from_args(args: argparse.Namespace, provider: Provider | None = None) -> LLMClient:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
@@ -25,6 +24,7 @@ from actionlm.data.skeleton_layouts import SkeletonLayout, layout_for_joints
 from actionlm.data.table import sample_joints
 from actionlm.device import autocast
 from actionlm.errors import ActionlmError, InputError
+from actionlm.io import read_table
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def skeleton_frames(
 ) -> dict[int, list[Frame]]:
     """Stick-figure frames, evenly spaced in time, of ``samples_per_class`` samples per class
     drawn with ``seed``; only those samples' joints are read."""
-    index = pq.read_table(skeletons, columns=["sample_id", "label"]).to_pandas()
+    index = read_table(skeletons, columns=["sample_id", "label"]).to_pandas()
     rng = np.random.default_rng(seed)
     chosen: dict[int, list[str]] = {}
     for label in labels:
@@ -121,7 +121,7 @@ def skeleton_frames(
         picks = rng.choice(len(ids), size=min(samples_per_class, len(ids)), replace=False)
         chosen[label] = [ids[i] for i in sorted(picks)]
     wanted = [sample_id for ids in chosen.values() for sample_id in ids]
-    rows = pq.read_table(
+    rows = read_table(
         skeletons, columns=["sample_id", "n_frames", "n_bodies", "n_joints", "joints"],
         filters=[("sample_id", "in", wanted)],
     ).to_pylist()

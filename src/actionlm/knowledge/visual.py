@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 from tqdm import tqdm
 
-from actionlm.cli_args import fields_from_args
+from actionlm.cli_args import Bounded, fields_from_args, non_negative_int, positive_int
 from actionlm.data.classes import read_class_rows
 from actionlm.errors import ActionlmError
 from actionlm.io import write_parquet
@@ -163,6 +163,9 @@ def describe_visual(
     return table
 
 
+PIXELS = Bounded(int, 32)  # a frame side worth describing
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", required=True, type=Path,
                         help="the dataset's classes.parquet (label, class_name); label is the "
@@ -174,27 +177,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              help="skeletons.parquet, rendered as stick figures (no RGB)")
     parser.add_argument("--out", required=True, type=Path, help="visual.parquet to write")
     defaults = FrameOptions()
-    parser.add_argument("--frames-per-class", type=int, default=defaults.frames_per_class,
+    parser.add_argument("--frames-per-class", type=positive_int, default=defaults.frames_per_class,
                         help="k: most dissimilar frames described per class")
-    parser.add_argument("--samples-per-class", type=int, default=defaults.samples_per_class,
+    parser.add_argument("--samples-per-class", type=positive_int,
+                        default=defaults.samples_per_class,
                         help="renders: sequences drawn per class")
-    parser.add_argument("--frames-per-sample", type=int, default=defaults.frames_per_sample,
+    parser.add_argument("--frames-per-sample", type=positive_int,
+                        default=defaults.frames_per_sample,
                         help="renders: frames per sequence, evenly spaced")
-    parser.add_argument("--render-size", type=int, default=defaults.render_size,
+    parser.add_argument("--render-size", type=PIXELS, default=defaults.render_size,
                         help="render side in pixels")
-    parser.add_argument("--max-side", type=int, default=defaults.max_side,
+    parser.add_argument("--max-side", type=PIXELS, default=defaults.max_side,
                         help="RGB frames are downscaled to this longer side before sending")
     parser.add_argument("--clip-model", default=defaults.clip_model,
                         help="open_clip image tower")
     parser.add_argument("--clip-pretrained", default=defaults.clip_pretrained,
                         help="open_clip weights tag or file; 'none' = random (tests only)")
     parser.add_argument("--device", default=defaults.device, help="for CLIP: auto, cpu, cuda:N")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--seed", type=non_negative_int, default=defaults.seed)
     parser.add_argument("--save-frames", type=Path,
                         help="also write the chosen frames to DIR/{class_id}/NN.png")
     add_client_arguments(parser, default_model="gpt-4o")
-    parser.add_argument("--max-tokens", type=int, default=200)
-    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--max-tokens", type=positive_int, default=200)
+    parser.add_argument("--temperature", type=Bounded(float, 0, 2), default=0.7)
 
 
 def run(args: argparse.Namespace) -> None:

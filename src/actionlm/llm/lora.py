@@ -34,18 +34,24 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from actionlm.cli_args import fields_from_args
+from actionlm.cli_args import (
+    fields_from_args,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from actionlm.data.classes import read_class_names
 from actionlm.data.features import read_features
 from actionlm.data.skeleton_layouts import BODY_PARTS
 from actionlm.device import autocast, select_device, set_threads
 from actionlm.errors import ActionlmError
-from actionlm.io import table_metadata
+from actionlm.io import parquet_file, read_table, table_metadata
 from actionlm.llm.recognizer import (
     METHODS,
     LoraSettings,
@@ -119,10 +125,7 @@ def class_answers(classes: list[str], descriptions: str | os.PathLike | None,
     (SUGAR: "the corresponding ground truth and a description of the action")."""
     if descriptions is None:
         return list(classes)
-    table = pq.read_table(descriptions)
-    missing = {"class_id", "kind", "part", "text"} - set(table.column_names)
-    if missing:
-        raise ActionlmError(f"{descriptions}: not a descriptions table (missing {sorted(missing)})")
+    table = read_table(descriptions, columns=["class_id", "kind", "part", "text"])
     parts: dict[int, dict[str, str]] = {}
     for row in table.to_pylist():
         if row["kind"] == "part" and row["part"] in BODY_PARTS:
@@ -141,12 +144,8 @@ def class_answers(classes: list[str], descriptions: str | os.PathLike | None,
 
 def read_action_sentences(path: str | os.PathLike, codes: int, n_classes: int) -> TrainingData:
     """The train rows of action_sentences.parquet, checked against the codebook size U."""
-    table = pq.read_table(path)
-    missing = {"sample_id", "split", "label", "tokens"} - set(table.column_names)
-    if missing:
-        raise ActionlmError(f"{path}: not an action-sentence table (missing {sorted(missing)})")
-    rows = [r for r in table.select(["sample_id", "split", "label", "tokens"]).to_pylist()
-            if r["split"] == "train"]
+    table = read_table(path, columns=["sample_id", "split", "label", "tokens"])
+    rows = [r for r in table.to_pylist() if r["split"] == "train"]
     if not rows:
         raise ActionlmError(f"{path}: no rows in split 'train'")
     lengths = {len(r["tokens"]) for r in rows}
@@ -182,7 +181,7 @@ def vqvae_codebook(sentences: str | os.PathLike, vqvae: str | os.PathLike | None
     metadata names it unless ``vqvae`` is given); they must be LLM-width vectors."""
     from actionlm.models.vqvae import load_vqvae
 
-    schema = pq.read_schema(sentences)
+    schema = parquet_file(sentences).schema_arrow
     path = Path(vqvae or table_metadata(schema, "vqvae") or "")
     if not path.is_file():
         raise ActionlmError(f"{sentences}: the VQ-VAE {str(path)!r} it names (actionlm.vqvae) "
@@ -456,14 +455,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", type=Path, required=True, help="the dataset's classes.parquet")
     p.add_argument("--descriptions", type=Path,
                    help="descriptions.parquet: SUGAR answers 'name: motion description'")
-    p.add_argument("--description-words", type=int, default=12,
+    p.add_argument("--description-words", type=positive_int, default=12,
                    help="longest description in words (whole body-part phrases)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     lora = LoraSettings()
     g = p.add_argument_group("LoRA (both papers: r 64, alpha 16)")
-    g.add_argument("--lora-r", type=int, default=lora.r)
-    g.add_argument("--lora-alpha", type=float, default=lora.alpha)
-    g.add_argument("--lora-dropout", type=float, default=lora.dropout)
+    g.add_argument("--lora-r", type=positive_int, default=lora.r)
+    g.add_argument("--lora-alpha", type=positive_float, default=lora.alpha)
+    g.add_argument("--lora-dropout", type=fraction, default=lora.dropout)
     g.add_argument("--lora-targets", default=",".join(lora.target_modules),
                    help="comma-separated module names that get adapters")
     g.add_argument("--train-action-embeddings", action=argparse.BooleanOptionalAction,
@@ -471,40 +470,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     bridge = BridgeConfig()
     g = p.add_argument_group("SUGAR bridge (Table 4)")
     g.add_argument("--bridge", choices=BRIDGES, default=bridge.kind)
-    g.add_argument("--queries", type=int, default=bridge.queries,
+    g.add_argument("--queries", type=positive_int, default=bridge.queries,
                    help="query length L (LLM tokens)")
-    g.add_argument("--segments", type=int, default=bridge.segments,
+    g.add_argument("--segments", type=positive_int, default=bridge.segments,
                    help="TQP temporal segments")
-    g.add_argument("--depth", type=int, default=bridge.depth, help="Q-Former blocks")
-    g.add_argument("--heads", type=int, default=bridge.heads, help="Q-Former attention heads")
-    g.add_argument("--bridge-dropout", type=float, default=bridge.dropout)
+    g.add_argument("--depth", type=positive_int, default=bridge.depth, help="Q-Former blocks")
+    g.add_argument("--heads", type=positive_int, default=bridge.heads,
+                   help="Q-Former attention heads")
+    g.add_argument("--bridge-dropout", type=fraction, default=bridge.dropout)
     train = TrainConfig()
     g = p.add_argument_group("training")
-    g.add_argument("--lr", type=float, default=train.lr)
-    g.add_argument("--weight-decay", type=float, default=train.weight_decay)
-    g.add_argument("--epochs", type=int, default=train.epochs)
-    g.add_argument("--max-steps", type=int, default=train.max_steps,
+    g.add_argument("--lr", type=positive_float, default=train.lr)
+    g.add_argument("--weight-decay", type=non_negative_float, default=train.weight_decay)
+    g.add_argument("--epochs", type=positive_int, default=train.epochs)
+    g.add_argument("--max-steps", type=non_negative_int, default=train.max_steps,
                    help="stop after this many steps (0: no cap)")
-    g.add_argument("--batch-size", type=int, default=train.batch_size,
+    g.add_argument("--batch-size", type=positive_int, default=train.batch_size,
                    help="samples per optimiser step, all processes together")
-    g.add_argument("--micro-batch-size", type=int, default=4, help="samples per forward pass")
-    g.add_argument("--warmup-steps", type=int, default=train.warmup_steps)
-    g.add_argument("--max-grad-norm", type=float, default=train.max_grad_norm,
+    g.add_argument("--micro-batch-size", type=positive_int, default=4,
+                   help="samples per forward pass")
+    g.add_argument("--warmup-steps", type=non_negative_int, default=train.warmup_steps)
+    g.add_argument("--max-grad-norm", type=non_negative_float, default=train.max_grad_norm,
                    help="0: no clipping")
-    g.add_argument("--seed", type=int, default=train.seed)
+    g.add_argument("--seed", type=non_negative_int, default=train.seed)
     g.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction,
                    default=False, help="recompute activations in backward (large models)")
     g.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
-    g.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
-    g.add_argument("--checkpoint-every", type=int, default=50,
+    g.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads (default: torch's)")
+    g.add_argument("--checkpoint-every", type=non_negative_int, default=50,
                    help="steps between checkpoints (0: at epoch ends only)")
-    g.add_argument("--log-every", type=int, default=10, help="steps between curve rows")
+    g.add_argument("--log-every", type=positive_int, default=10, help="steps between curve rows")
 
 
 def run(args: argparse.Namespace) -> None:
     set_threads(args.threads)
-    if args.micro_batch_size < 1:
-        raise ActionlmError(f"--micro-batch-size {args.micro_batch_size}: must be >= 1")
     _, curves = train_lora(args)
     if curves:
         log.info("trained %d steps: loss %.4f, token accuracy %.3f -> %s", curves[-1]["step"],

@@ -18,7 +18,7 @@ import matplotlib
 import pandas as pd
 
 from actionlm.errors import ActionlmError
-from actionlm.io import atomic_path
+from actionlm.io import atomic_path, read_table
 
 matplotlib.use("Agg")
 log = logging.getLogger(__name__)
@@ -36,10 +36,7 @@ def read_curves(paths: list[Path]) -> dict[str, pd.DataFrame]:
     """Each run's curves, named by its folder."""
     runs = {}
     for path in paths:
-        try:
-            runs[Path(path).parent.name] = pd.read_parquet(path)
-        except (OSError, ValueError) as err:
-            raise ActionlmError(f"{path}: unreadable curves table ({err})") from None
+        runs[Path(path).parent.name] = read_table(path).to_pandas()
     return runs
 
 

@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from actionlm.cli_args import non_negative_int, positive_int
 from actionlm.errors import ActionlmError, InputError
-from actionlm.io import table_metadata, with_metadata, write_parquet
+from actionlm.io import read_table, table_metadata, with_metadata, write_parquet
 from actionlm.text import BACKENDS, DEFAULT_CLIP_PRETRAINED, DEFAULT_MODELS
 
 log = logging.getLogger(__name__)
@@ -51,17 +51,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def read_descriptions(path: str | os.PathLike) -> pa.Table:
     """The (class_id, kind, part, text) columns of one descriptions-schema table, checked."""
-    try:
-        names = pq.read_schema(path).names
-    except FileNotFoundError:
-        raise ActionlmError(f"{path}: no such file") from None
-    except (OSError, pa.ArrowException) as err:
-        raise ActionlmError(f"{path}: not a readable Parquet table ({err})") from None
-    missing = [c for c in DESCRIPTION_COLUMNS if c not in names]
-    if missing:
-        raise ActionlmError(f"{path}: missing column(s) {', '.join(missing)} "
-                            "(expected the descriptions.parquet schema)")
-    table = pq.read_table(path, columns=list(DESCRIPTION_COLUMNS))
+    table = read_table(path, columns=list(DESCRIPTION_COLUMNS))
     try:
         table = table.cast(pa.schema(DESCRIPTION_COLUMNS))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
@@ -129,10 +119,7 @@ def load_text_embeddings(path: str | os.PathLike) -> tuple[pd.DataFrame, np.ndar
 
     ``rows.attrs`` holds the encoder name, width and random-init flag from the metadata.
     """
-    try:
-        table = pq.read_table(path)
-    except FileNotFoundError:
-        raise ActionlmError(f"{path}: no such file") from None
+    table = read_table(path)
     width = table_metadata(table, "width")
     if width is None or "embedding" not in table.column_names:
         raise ActionlmError(f"{path}: not a text_embeddings table (run actionlm encode-text)")
@@ -161,9 +148,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrained", default=DEFAULT_CLIP_PRETRAINED,
                         help="open_clip weights: a tag (openai, laion2b_s34b_b79k), a checkpoint "
                         "file, or 'none' for RANDOM weights (tests only; flagged in the output)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda:N")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seed of the random weights of --pretrained none")
 
 

@@ -34,11 +34,21 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from actionlm.cli_args import field_defaults, fields_from_args
+from actionlm.cli_args import (
+    Bounded,
+    field_defaults,
+    fields_from_args,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    share,
+)
 from actionlm.data.classes import read_class_names
 from actionlm.data.clips import SequenceStore, load_sequences, make_clips
 from actionlm.data.skeleton_layouts import layout_for_joints
-from actionlm.data.split_files import SplitFiles, add_split_arguments
+from actionlm.data.split_files import SplitFiles, add_split_arguments, check_window
 from actionlm.device import autocast, select_device, set_threads
 from actionlm.errors import ActionlmError
 from actionlm.io import write_json
@@ -253,10 +263,7 @@ class EncoderTraining:
         if labels_seen > len(names):
             raise ActionlmError(f"{files.skeletons}: label {labels_seen - 1} has no class name "
                                 f"in {classes}")
-        window, longest = options.get("window", 64), int(store.lengths.max())
-        if window > longest:
-            raise ActionlmError(f"window {window} is longer than the longest training sequence "
-                                f"({longest} frames): it would only interpolate frames")
+        check_window(options.get("window", 64), int(store.lengths.max()))
         keep = {k: v for k, v in options.items() if k not in ("layout", "num_class")}
         return EncoderConfig(**{**keep, "layout": layout, "num_class": len(names),
                                 "text_width": text_width}).validate()
@@ -385,6 +392,16 @@ class EncoderTraining:
         self.save(progress)
 
 
+# TrainConfig's scalar options and the values each takes
+TRAIN_OPTION_TYPES = {
+    "epochs": positive_int, "batch_size": Bounded(int, 2), "warmup_epochs": non_negative_int,
+    "positives": positive_int, "seed": non_negative_int, "lr": positive_float,
+    "momentum": Bounded(float, 0, 1), "weight_decay": non_negative_float, "gamma": positive_float,
+    "clip_grad": non_negative_float, "rotate": non_negative_float,
+    "gap_weight": non_negative_float, "temperature": positive_float, "text_lr": positive_float,
+}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=METHODS, required=True)
     add_split_arguments(p)
@@ -395,32 +412,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     net = field_defaults(EncoderConfig)
     g = p.add_argument_group("network")
     g.add_argument("--backbone", choices=sorted(BACKBONES), default=net["backbone"])
-    g.add_argument("--base-channels", type=int, default=net["base_channels"],
+    g.add_argument("--base-channels", type=Bounded(int, 4), default=net["base_channels"],
                    help="width c of the first blocks")
-    g.add_argument("--window", type=int, default=net["window"],
+    g.add_argument("--window", type=positive_int, default=net["window"],
                    help="frames per clip (multiple of 4)")
-    g.add_argument("--bodies", type=int, default=net["bodies"])
-    g.add_argument("--dropout", type=float, default=net["dropout"])
+    g.add_argument("--bodies", type=positive_int, default=net["bodies"])
+    g.add_argument("--dropout", type=fraction, default=net["dropout"])
     g.add_argument("--parts", type=int, choices=(1, 2, 4, 6), default=net["parts"],
                    help="GAP partition: 1 = global term only, 2, 4 or 6 parts (+ global)")
-    g.add_argument("--num-class", type=int, default=None,
+    g.add_argument("--num-class", type=Bounded(int, 2), default=None,
                    help="expected number of classes (checked against --classes)")
     g.add_argument("--layout", default=None,
                    help="expected skeleton layout (checked against the data's joints)")
     defaults = TrainConfig()
     g = p.add_argument_group("training")
-    for name in ("epochs", "batch_size", "warmup_epochs", "positives", "seed"):
-        g.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
-    for name in ("lr", "momentum", "weight_decay", "gamma", "clip_grad", "rotate",
-                 "gap_weight", "temperature", "text_lr"):
-        g.add_argument(f"--{name.replace('_', '-')}", type=float,
-                       default=getattr(defaults, name))
+    for name, kind in TRAIN_OPTION_TYPES.items():
+        g.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name))
     g.add_argument("--schedule", choices=("step", "cosine"), default=defaults.schedule)
-    g.add_argument("--milestones", type=int, nargs="*", default=list(defaults.milestones))
-    g.add_argument("--train-interval", type=float, nargs="+",
+    g.add_argument("--milestones", type=positive_int, nargs="*", default=list(defaults.milestones))
+    g.add_argument("--train-interval", type=share, nargs="+",
                    default=list(defaults.train_interval),
                    help="crop share: one value (fixed) or two (uniform range)")
-    g.add_argument("--test-interval", type=float, nargs=1, default=list(defaults.test_interval))
+    g.add_argument("--test-interval", type=share, nargs=1, default=list(defaults.test_interval))
     g.add_argument("--global-text", choices=("synonym", "paragraph"),
                    default=defaults.global_text)
     g.add_argument("--sugar-kinds", nargs="+", default=list(defaults.sugar_kinds),
@@ -434,8 +447,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--text-pretrained", default=DEFAULT_CLIP_PRETRAINED,
                    help="open_clip weights, as for encode-text")
     g.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:N")
-    g.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
-    g.add_argument("--checkpoint-every", type=int, default=200,
+    g.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads (default: torch's)")
+    g.add_argument("--checkpoint-every", type=non_negative_int, default=200,
                    help="steps between mid-epoch checkpoints (0 = at epoch ends only)")
 
 

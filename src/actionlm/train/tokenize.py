@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
+from actionlm.cli_args import positive_int
 from actionlm.data.skeleton_layouts import require_same_layout
 from actionlm.data.split_files import SplitFiles, add_split_arguments
 from actionlm.data.tensors import iter_split_tensors
@@ -150,7 +151,7 @@ def tokenize_dataset(
         pq.ParquetWriter(tmp, schema) as writer,
     ):
         chunks = iter_split_tensors(files, cfg.window, None, cfg.bodies, batch_size)
-        for chunk in tqdm(chunks, desc="tokenize", unit="batch"):
+        for chunk in tqdm(chunks, desc="tokenize", unit="batch", delay=2):
             require_same_layout(chunk.joints.shape[3], cfg.joints, files.skeletons, vqvae_path)
             with autocast(device):
                 codes = model.tokenize(chunk.joints.to(device)).cpu()
@@ -218,9 +219,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_split_arguments(p)
     p.add_argument("--vqvae", type=Path, required=True, help="vqvae.safetensors from train-vqvae")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--batch-size", type=int, default=256, help="samples per batch")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="samples per batch")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads (default: torch's)")
 
 
 def run(args: argparse.Namespace) -> None:

@@ -30,9 +30,22 @@ import geoopt
 import torch
 from tqdm import tqdm
 
-from actionlm.cli_args import field_defaults, fields_from_args
+from actionlm.cli_args import (
+    Bounded,
+    field_defaults,
+    fields_from_args,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from actionlm.data.prepare_llm import llm_hidden_size, load_llm_embedding_matrix
-from actionlm.data.split_files import SplitFiles, add_split_arguments
+from actionlm.data.split_files import (
+    SplitFiles,
+    add_split_arguments,
+    check_window,
+    longest_sequence,
+)
 from actionlm.data.tensors import load_split
 from actionlm.device import autocast, select_device, set_threads
 from actionlm.errors import ActionlmError
@@ -164,6 +177,7 @@ class VQVAETraining:
         probe = VQVAEConfig(**{**model_options, "width": llm.shape[1]}).validate()
         self.device = device
         seed_everything(train_cfg.seed, device)
+        check_window(probe.window, longest_sequence(files, ("train",)))
         self.data = load_split(files, "train", probe.window, probe.bodies)
         self.cfg = VQVAEConfig(**{**asdict(probe), "joints": self.data.joints.shape[3]})
         self.config = {
@@ -282,20 +296,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     net = field_defaults(VQVAEConfig)
     g = p.add_argument_group("VQ-VAE network (Sec. 3.1)")
-    g.add_argument("--width", type=int, default=None,
+    g.add_argument("--width", type=positive_int, default=None,
                    help="code width d_u; default and only valid value: the LLM's hidden size")
-    g.add_argument("--window", type=int, default=net["window"],
+    g.add_argument("--window", type=positive_int, default=net["window"],
                    help="frames V per sequence (W = V/4 tokens)")
-    g.add_argument("--bodies", type=int, default=net["bodies"],
+    g.add_argument("--bodies", type=positive_int, default=net["bodies"],
                    help="bodies kept per frame (zero-padded)")
-    g.add_argument("--codes", type=int, default=net["codes"], help="codebook size U (even)")
+    g.add_argument("--codes", type=positive_int, default=net["codes"],
+                   help="codebook size U (even)")
     g.add_argument("--codebook", choices=CODEBOOKS, default=net["codebook"],
                    help="Poincaré-ball codebook or the Euclidean ablation (Table 6)")
-    g.add_argument("--curvature", type=float, default=net["curvature"],
+    g.add_argument("--curvature", type=positive_float, default=net["curvature"],
                    help="Poincaré ball curvature c > 0")
-    g.add_argument("--channels", type=int, default=net["channels"],
+    g.add_argument("--channels", type=positive_int, default=net["channels"],
                    help="conv channels of encoder/decoder")
-    g.add_argument("--depth", type=int, default=net["depth"],
+    g.add_argument("--depth", type=non_negative_int, default=net["depth"],
                    help="residual blocks per resolution")
     loss = LossConfig()
     g = p.add_argument_group("losses (Eqs. 3-12; --no-X for the Table 4 ablations)")
@@ -304,26 +319,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--context", action=flag, default=loss.context, help="context loss (Eq. 5)")
     g.add_argument("--mmd", action=flag, default=loss.mmd,
                    help="MMD to the LLM's embeddings (Eq. 7)")
-    g.add_argument("--zipf-alpha", type=float, default=loss.zipf_alpha)
-    g.add_argument("--zipf-beta", type=float, default=loss.zipf_beta)
-    g.add_argument("--omega1", type=float, default=loss.omega1, help="commitment weight")
-    g.add_argument("--omega2", type=float, default=loss.omega2, help="human-bias weight")
-    g.add_argument("--gumbel-tau", type=float, default=loss.gumbel_tau,
+    g.add_argument("--zipf-alpha", type=positive_float, default=loss.zipf_alpha)
+    g.add_argument("--zipf-beta", type=non_negative_float, default=loss.zipf_beta)
+    g.add_argument("--omega1", type=non_negative_float, default=loss.omega1,
+                   help="commitment weight")
+    g.add_argument("--omega2", type=non_negative_float, default=loss.omega2,
+                   help="human-bias weight")
+    g.add_argument("--gumbel-tau", type=positive_float, default=loss.gumbel_tau,
                    help="temperature dividing -dist before Gumbel sampling (Eq. 3)")
-    g.add_argument("--mmd-rows", type=int, default=loss.mmd_rows,
+    g.add_argument("--mmd-rows", type=Bounded(int, 2), default=loss.mmd_rows,
                    help="LLM rows sampled for the MMD")
     train = TrainConfig()
     g = p.add_argument_group("training")
-    g.add_argument("--lr", type=float, default=train.lr)
-    g.add_argument("--weight-decay", type=float, default=train.weight_decay)
-    g.add_argument("--epochs", type=int, default=train.epochs)
-    g.add_argument("--batch-size", type=int, default=train.batch_size)
-    g.add_argument("--seed", type=int, default=train.seed)
-    g.add_argument("--reset-every", type=int, default=train.reset_every,
+    g.add_argument("--lr", type=positive_float, default=train.lr)
+    g.add_argument("--weight-decay", type=non_negative_float, default=train.weight_decay)
+    g.add_argument("--epochs", type=positive_int, default=train.epochs)
+    g.add_argument("--batch-size", type=positive_int, default=train.batch_size)
+    g.add_argument("--seed", type=non_negative_int, default=train.seed)
+    g.add_argument("--reset-every", type=non_negative_int, default=train.reset_every,
                    help="steps between dead-code resets (0 = never)")
     g.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
-    g.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
-    g.add_argument("--checkpoint-every", type=int, default=500,
+    g.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads (default: torch's)")
+    g.add_argument("--checkpoint-every", type=non_negative_int, default=500,
                    help="steps between mid-epoch checkpoints (0 = at epoch ends only)")
 
 
