@@ -164,6 +164,12 @@ def test_all_asks_for_every_evaluation_and_the_report(pipe):
     ({"cross_dataset": [{"source": "synthetic", "source_protocol": "xsub", "target": "nw_ucla",
                          "target_protocol": "view3"}]}, "cross_dataset[0].target names 'nw_ucla'"),
     ({"knowledge": {"visual": {"enabled": True}}}, "knowledge.visual.enabled needs a vision"),
+    ({"datasets": {"synthetic": {"protocols": ["xsub", "unseen99_seed0"]}}},
+     "datasets.synthetic.protocols.1: unseen99_seed0 holds out 99 of 19 classes (K: 1..18)"),
+    ({"datasets": {"ucla": {"format": "nw-ucla", "protocols": ["xset"]}}},
+     "datasets.ucla.protocols.0: xset splits by each sample's setup, which nw-ucla data"),
+    ({"datasets": {"ntu": {"format": "ntu-raw", "protocols": ["xsub"]}}},
+     "datasets.ntu.classes: --dataset is required for --format ntu-raw"),
     ({"lora": {"common": {"lora_rank": 8}}}, "lora.common.lora_rank: unknown key"),
 ])
 def test_config_errors_name_the_key(overlay, message):

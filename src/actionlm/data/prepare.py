@@ -40,7 +40,13 @@ from actionlm.data import ctrgcn_npz, nw_ucla, pyskl
 from actionlm.data.classes import ClassTable, ntu_class_table, nw_ucla_class_table
 from actionlm.data.ntu_raw import load_ntu_files
 from actionlm.data.pool import ParentBoundPool
-from actionlm.data.splits import DEFAULT_PROTOCOLS, write_embedded_splits, write_split
+from actionlm.data.splits import (
+    DEFAULT_PROTOCOLS,
+    STANDARD_PROTOCOLS,
+    UNSEEN,
+    write_embedded_splits,
+    write_split,
+)
 from actionlm.data.table import (
     Rejection,
     Sample,
@@ -57,6 +63,11 @@ FORMATS = ("ntu-raw", "ctrgcn-npz", "nw-ucla", "pyskl", "synthetic")
 FILES_PER_TASK = 16
 IN_FLIGHT_PER_WORKER = 4  # keeps the workers busy while this process writes a row group
 FORMAT_DATASETS = {"nw-ucla": "nw_ucla"}
+# The per-sample metadata a format records (what the standard protocols split by); npz and
+# pyskl files carry their own splits instead.
+NTU_METADATA = frozenset({"subject", "camera", "setup", "replication"})
+FORMAT_METADATA = {"ntu-raw": NTU_METADATA, "synthetic": NTU_METADATA,
+                   "nw-ucla": frozenset({"subject", "camera", "replication"})}
 
 
 @dataclass
@@ -133,6 +144,32 @@ def resolve_classes(dataset: str, actions: list[int] | None) -> ClassTable:
     )
 
 
+def class_list(fmt: str, dataset: str | None, actions: list[int] | None) -> ClassTable:
+    """The classes a prepare of ``fmt`` writes, known before any file is read: the synthetic
+    actions, the format's own list (NW-UCLA), or an NTU list (``dataset``, ``actions``)."""
+    if fmt == "synthetic":
+        from actionlm.data.synthetic import SYNTHETIC_ACTIONS
+
+        dataset, actions = dataset or "synthetic", actions or list(SYNTHETIC_ACTIONS)
+    dataset = dataset or FORMAT_DATASETS.get(fmt)
+    if dataset is None:
+        raise ActionlmError(f"--dataset is required for --format {fmt} (ntu60, ntu120, ...)")
+    return resolve_classes(dataset, actions)
+
+
+def protocol_problem(fmt: str, classes: ClassTable, protocol: str) -> str | None:
+    """Why data of ``fmt`` with ``classes`` cannot form ``protocol``, or None: unseen{K} needs
+    K below the class count, a standard protocol the metadata column it splits by (npz and
+    pyskl files carry their own splits: only the file knows)."""
+    if (m := UNSEEN.fullmatch(protocol)) is not None:
+        k, n = int(m.group(1)), len(classes)
+        return None if 0 < k < n else f"{protocol} holds out {k} of {n} classes (K: 1..{n - 1})"
+    column = STANDARD_PROTOCOLS[protocol][0]
+    if column in FORMAT_METADATA.get(fmt, {column}):
+        return None
+    return f"{protocol} splits by each sample's {column}, which {fmt} data does not record"
+
+
 def _sources(
     fmt: str, src: Path | None, workers: int, trust_pickle: bool, classes: ClassTable
 ) -> tuple[Iterable[Sample | Rejection], dict[str, dict[str, str]]]:
@@ -191,21 +228,14 @@ def prepare(
     staging = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(out)}{os.getpid()}-",
                                     dir=out.parent))
     try:
+        classes = class_list(fmt, dataset, actions)
         if fmt == "synthetic":
-            from actionlm.data.synthetic import SYNTHETIC_ACTIONS, generate_ntu_files
+            from actionlm.data.synthetic import generate_ntu_files
 
-            actions = actions or list(SYNTHETIC_ACTIONS)
-            dataset = dataset or "synthetic"
             src = staging / "raw"
-            generate_ntu_files(src, actions=actions, seed=seed, workers=workers,
-                               **(synthetic or {}))
+            generate_ntu_files(src, actions=list(classes.native_ids), seed=seed,
+                               workers=workers, **(synthetic or {}))
             fmt = "ntu-raw"
-        if dataset is None:
-            dataset = FORMAT_DATASETS.get(fmt)
-            if dataset is None:
-                raise ActionlmError(
-                    f"--dataset is required for --format {fmt} (ntu60, ntu120, ...)")
-        classes = resolve_classes(dataset, actions)
         samples, embedded_splits = _sources(fmt, src, workers, trust_pickle, classes)
         if src == staging / "raw":  # generated here: name the files by their place in out
             samples = _relative_to(staging, samples)

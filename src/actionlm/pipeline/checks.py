@@ -1,13 +1,16 @@
 """The workflow config checked at start: the schema (types, bounds, unknown keys: actionlm.config)
 and what a schema cannot say, each problem one line naming the key. A name that matches
-nothing (a dataset, a protocol) is an error, not a silently smaller plan."""
+nothing (a dataset, a protocol) is an error, not a silently smaller plan, and so is a protocol
+a dataset cannot form (actionlm.data.prepare knows each format's classes and metadata)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from actionlm.config import validate_config
+from actionlm.data.prepare import class_list, protocol_problem
 from actionlm.errors import ActionlmError
+from actionlm.pipeline.runs import deep_merge
 
 
 def names_problems(config: dict) -> list[str]:
@@ -38,9 +41,27 @@ def names_problems(config: dict) -> list[str]:
     return problems
 
 
+def dataset_problems(config: dict) -> list[str]:
+    """What each dataset entry cannot do, known before any file is read: a class list its
+    format cannot resolve, an unseen{K} with K not below its class count, a standard protocol
+    whose metadata its format does not record."""
+    problems = []
+    for name, entry in config["datasets"].items():
+        ds = deep_merge(config["dataset_defaults"], entry)
+        try:
+            classes = class_list(ds["format"], ds["classes"], ds["actions"])
+        except ActionlmError as err:
+            problems.append(f"datasets.{name}.classes: {err}")
+            continue
+        problems += [f"datasets.{name}.protocols.{i}: {why}"
+                     for i, protocol in enumerate(ds["protocols"])
+                     if (why := protocol_problem(ds["format"], classes, protocol))]
+    return problems
+
+
 def check_config(config: dict, schema: str | Path, source: str = "config") -> None:
     """Raise ActionlmError listing every problem of ``config``."""
     validate_config(config, schema, source)
-    problems = names_problems(config)
+    problems = names_problems(config) + dataset_problems(config)
     if problems:
         raise ActionlmError(f"{source} is invalid:\n" + "\n".join(f"  {p}" for p in problems))
