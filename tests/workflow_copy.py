@@ -24,9 +24,15 @@ def run_snakemake(work: Path, *args: str, configs: tuple[str, ...] = (),
                   timeout: int = 600) -> subprocess.CompletedProcess:
     """Snakemake in ``work`` on 2 cores (with ``--configfile configs`` when given), with this
     interpreter's bin folder on PATH so that rules find the ``actionlm`` command."""
+    command, env = snakemake_command(*args, configs=configs)
+    return subprocess.run(command, cwd=work, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def snakemake_command(*args: str, configs: tuple[str, ...] = ()) -> tuple[list[str], dict]:
+    """run_snakemake's command line and environment, for a caller that starts it itself."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     command = [sys.executable, "-m", "snakemake", *args, "--cores", "2"]
     if configs:
         command += ["--configfile", *configs]
-    return subprocess.run(command, cwd=work, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return command, env

@@ -1,7 +1,10 @@
 """Table files out and in.
 
 Out: every table is written to a temp file beside its target and renamed, so a crash never
-leaves a half-written file that looks complete.
+leaves a half-written file that looks complete. Temp files (and prepare's staging folders) are
+named after their owner, ``.{name}.{kind}-{host}-{pid}-{random}``: what a killed process left
+is removed by the next writer in that folder (same host, pid no longer running), never what a
+live writer or another host is still using.
 
 In: every Parquet table actionlm reads goes through ``parquet_file`` / ``read_table`` /
 ``iter_batches``: a missing file, one that is not Parquet or is truncated, or one without a
@@ -11,8 +14,12 @@ problem, never an Arrow traceback.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
+import shutil
+import socket
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -24,12 +31,48 @@ import pyarrow.parquet as pq
 from actionlm.errors import ActionlmError
 
 
+def owned_prefix(name: str, kind: str) -> str:
+    """The name prefix of a temp file or staging folder for ``name`` made by this process."""
+    return f".{name}.{kind}-{socket.gethostname()}-{os.getpid()}-"
+
+
+def remove_leftovers(folder: Path, kind: str, name: str = "*") -> list[Path]:
+    """Remove the ``kind`` temp files / folders (of ``name``, or of any name) in ``folder``
+    whose owner, a process of this host, no longer runs; return what was removed."""
+    host = socket.gethostname()
+    owner = re.compile(r"\..+\." + re.escape(f"{kind}-{host}-") + r"(\d+)-")
+    removed = []
+    for path in folder.glob(f".{glob.escape(name) if name != '*' else '*'}.{kind}-{host}-*"):
+        match = owner.match(path.name)
+        if match is None or is_running(int(match[1])):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 @contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path in the target's folder; rename it onto the target only on success."""
+    """Yield a temp path in the target's folder; rename it onto the target only on success.
+    Temp files that killed writers left in that folder are removed first."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    remove_leftovers(target.parent, "tmp")
+    fd, tmp = tempfile.mkstemp(prefix=owned_prefix(target.name, "tmp"), suffix=".tmp",
+                               dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -22,9 +22,7 @@ import argparse
 import logging
 import multiprocessing
 import os
-import re
 import shutil
-import socket
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -56,6 +54,7 @@ from actionlm.data.table import (
     write_rejected,
 )
 from actionlm.errors import ActionlmError, InputError
+from actionlm.io import owned_prefix, remove_leftovers
 
 log = logging.getLogger(__name__)
 
@@ -225,8 +224,7 @@ def prepare(
         raise ActionlmError(f"{out}: --out exists and is not a directory")
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(out)
-    staging = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(out)}{os.getpid()}-",
-                                    dir=out.parent))
+    staging = Path(tempfile.mkdtemp(prefix=owned_prefix(out.name, "partial"), dir=out.parent))
     try:
         classes = class_list(fmt, dataset, actions)
         if fmt == "synthetic":
@@ -275,29 +273,11 @@ def prepare(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _staging_prefix(out: Path) -> str:
-    return f".{out.name}.partial-{socket.gethostname()}-"
-
-
 def _remove_stale_staging(out: Path) -> None:
     """Remove the staging folders of ``out`` that killed runs on this host left behind;
     those of running processes, of other hosts and of unknown owners stay."""
-    owned = re.compile(re.escape(_staging_prefix(out)) + r"(\d+)-\w+")
-    for path in out.parent.iterdir():
-        match = owned.fullmatch(path.name)
-        if match and not _is_running(int(match[1])):
-            log.warning("removing %s, left behind by a killed run", path)
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _is_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+    for path in remove_leftovers(out.parent, "partial", out.name):
+        log.warning("removed %s, left behind by a killed run", path)
 
 
 def _relative_to(root: Path, items: Iterable[Sample | Rejection]) -> Iterator[Sample | Rejection]:
