@@ -20,10 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
-from test_workflow import write_gap_files
-from workflow_copy import copy_workflow, run_snakemake, snakemake_command
+from workflow_copy import run_snakemake, snakemake_command, tiny_nw_ucla
 
 pytestmark = pytest.mark.slow
 
@@ -34,30 +32,11 @@ STAGE_TIMEOUT_S = 400  # a kill point not reached by then is a failure, not a ha
 LLM_METHODS = ("llm_ar", "sugar")
 
 
-def overlay(shared: Path, llm: Path) -> dict:
-    return {
-        "run_datasets": ["nw_ucla"],
-        "datasets": {"nw_ucla": {"format": "nw-ucla",
-                                 "root": str(shared / "datasets/nw-ucla/all_sqe"),
-                                 "protocols": ["view2"]}},
-        "llm": {"name": "smollm2", "source": str(llm)},
-        "knowledge": {"import_gap": "gap"},
-        "vqvae": {"train": {"epochs": 1, "channels": 16, "depth": 1, "codes": 64,
-                            "window": 32, "batch_size": 128}},
-        "encoders": {"protocols": ["view2"],
-                     "network": {"base_channels": 4, "window": 16, "bodies": 1},
-                     "train": {"epochs": 2, "batch_size": 64, "warmup_epochs": 0}},
-        "lora": {"micro_batch_size": 2, "common": {"max_steps": 3, "batch_size": 2,
-                                                   "lora_r": 2, "warmup_steps": 0}},
-        "llm_eval": {"methods": list(LLM_METHODS), "batch_size": 64},
-    }
-
-
 def make_copy(folder: Path, shared: Path, llm: Path) -> Path:
-    work = copy_workflow(folder)
-    write_gap_files(work / "gap")
-    (work / "overlay.yaml").write_text(yaml.safe_dump(overlay(shared, llm)))
-    return work
+    """Both recognizers; two encoder epochs and three LoRA steps, so each kill has a window."""
+    return tiny_nw_ucla(folder, shared, llm, encoders={"train": {"epochs": 2}},
+                        lora={"common": {"max_steps": 3}},
+                        llm_eval={"methods": list(LLM_METHODS)})
 
 
 def all_metrics(work: Path) -> dict[str, dict]:

@@ -145,6 +145,21 @@ def test_resources_never_reach_the_flags(pipe):
     assert moved.inference_batch({"method": "sugar"}) == 2
 
 
+def test_gpu_jobs_ask_the_scheduler_for_what_compute_says(pipe):
+    assert pipe.network_resources(8000, 60) == {"mem_mb": 8000, "runtime": 60, "device": "auto",
+                                                 "gpu": 1}
+    cluster = Pipeline(config(compute={"gpus": 4, "gpu_model": "a100", "gpu_partition": "gpu"}))
+    assert cluster.network_resources(8000, 60) == {
+        "mem_mb": 8000, "runtime": 60, "device": "auto", "gpu": 4, "gpu_model": "a100",
+        "slurm_partition": "gpu"}
+    assert cluster.launcher() == "torchrun --standalone --nproc-per-node 4 -m actionlm.cli"
+    cpu_only = Pipeline(config(compute={"gpus": 0}))
+    assert "gpu" not in cpu_only.network_resources(8000, 60)
+    assert (pipe.launcher(), cpu_only.launcher()) == ("actionlm", "actionlm")
+    assert pipe.request_resources() == {"llm_cache": "resources/cache/llm", "llm_concurrency": 2,
+                                        "llm_retries": 2, "llm_timeout_s": 300}
+
+
 # ------------------------------------------------------------------ targets and checks
 
 def test_all_asks_for_every_evaluation_and_the_report(pipe):

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from workflow_copy import copy_workflow, run_snakemake
+from workflow_copy import copy_workflow, run_snakemake, tiny_nw_ucla
 
 pytestmark = pytest.mark.slow
 
@@ -44,44 +44,12 @@ def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
     return jobs
 
 
-def write_gap_files(folder: Path) -> None:
-    """Descriptions of the NW-UCLA classes in GAP's released text formats."""
-    from actionlm.data.classes import NW_UCLA_CLASSES
-
-    names = list(NW_UCLA_CLASSES.values())
-    folder.mkdir()
-    (folder / "parts.txt").write_text("".join(
-        f"{n};head faces forward;hand moves for {n};arm follows;hip turns;leg steps;foot plants\n"
-        for n in names))
-    (folder / "synonyms.txt").write_text("".join(f"{n},{n} action, doing {n}\n" for n in names))
-    (folder / "paragraphs.txt").write_text("".join(
-        f"{n},A person does {n}. The body moves, the arms and legs follow, and it ends.\n"
-        for n in names))
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, shared, smollm2_dir) -> Path:
     """A copy of the workflow with an overlay pointing at the real NW-UCLA views, run once."""
-    work = copy_workflow(tmp_path_factory.mktemp("workflow"))
-    write_gap_files(work / "gap")
-    overlay = {
-        "run_datasets": ["nw_ucla"],
-        "datasets": {"nw_ucla": {"format": "nw-ucla",
-                                 "root": str(shared / "datasets/nw-ucla/all_sqe"),
-                                 "protocols": ["view2", "unseen3_seed0"]}},
-        "llm": {"name": "smollm2", "source": str(smollm2_dir)},
-        "knowledge": {"import_gap": "gap"},
-        "vqvae": {"train": {"epochs": 1, "channels": 16, "depth": 1, "codes": 64,
-                            "window": 32, "batch_size": 128}},
-        "encoders": {"protocols": ["view2"],
-                     "network": {"base_channels": 4, "window": 16, "bodies": 1},
-                     "train": {"epochs": 1, "batch_size": 64, "warmup_epochs": 0}},
-        # LLM-AR through LoRA, closed set and zero-shot (SUGAR's LLM: tests/test_lora.py)
-        "lora": {"micro_batch_size": 2, "common": {"max_steps": 1, "batch_size": 2,
-                                                   "lora_r": 2, "warmup_steps": 0}},
-        "llm_eval": {"methods": ["llm_ar"], "batch_size": 64},
-    }
-    (work / "overlay.yaml").write_text(yaml.safe_dump(overlay))
+    work = tiny_nw_ucla(tmp_path_factory.mktemp("workflow"), shared, smollm2_dir,
+                        datasets={"nw_ucla": {"protocols": ["view2", "unseen3_seed0"]}})
+    # LLM-AR through LoRA, closed set and zero-shot (SUGAR's LLM: tests/test_lora.py)
     result = snakemake(work, "all")
     assert result.returncode == 0, result.stderr[-3000:]
     return work

@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
+from actionlm.pipeline.runs import deep_merge
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -36,3 +40,45 @@ def snakemake_command(*args: str, configs: tuple[str, ...] = ()) -> tuple[list[s
     if configs:
         command += ["--configfile", *configs]
     return command, env
+
+
+def tiny_nw_ucla(work: Path, shared: Path, llm: Path, **changes: dict) -> Path:
+    """A copy of the workflow in ``work`` whose overlay.yaml runs the real NW-UCLA views (view2)
+    on tiny models: descriptions imported from GAP-format files in gap/ (no model call), the
+    LLM ``llm`` (a prepared folder), one short VQ-VAE epoch, 4-channel encoders for one epoch,
+    one LoRA step of LLM-AR; ``changes`` are merged on top."""
+    copy_workflow(work)
+    write_gap_files(work / "gap")
+    overlay = {
+        "run_datasets": ["nw_ucla"],
+        "datasets": {"nw_ucla": {"format": "nw-ucla",
+                                 "root": str(shared / "datasets/nw-ucla/all_sqe"),
+                                 "protocols": ["view2"]}},
+        "llm": {"name": "smollm2", "source": str(llm)},
+        "knowledge": {"import_gap": "gap"},
+        "vqvae": {"train": {"epochs": 1, "channels": 16, "depth": 1, "codes": 64,
+                            "window": 32, "batch_size": 128}},
+        "encoders": {"protocols": ["view2"],
+                     "network": {"base_channels": 4, "window": 16, "bodies": 1},
+                     "train": {"epochs": 1, "batch_size": 64, "warmup_epochs": 0}},
+        "lora": {"micro_batch_size": 2, "common": {"max_steps": 1, "batch_size": 2,
+                                                   "lora_r": 2, "warmup_steps": 0}},
+        "llm_eval": {"methods": ["llm_ar"], "batch_size": 64},
+    }
+    (work / "overlay.yaml").write_text(yaml.safe_dump(deep_merge(overlay, changes)))
+    return work
+
+
+def write_gap_files(folder: Path) -> None:
+    """Descriptions of the NW-UCLA classes in GAP's released text formats."""
+    from actionlm.data.classes import NW_UCLA_CLASSES
+
+    names = list(NW_UCLA_CLASSES.values())
+    folder.mkdir()
+    (folder / "parts.txt").write_text("".join(
+        f"{n};head faces forward;hand moves for {n};arm follows;hip turns;leg steps;foot plants\n"
+        for n in names))
+    (folder / "synonyms.txt").write_text("".join(f"{n},{n} action, doing {n}\n" for n in names))
+    (folder / "paragraphs.txt").write_text("".join(
+        f"{n},A person does {n}. The body moves, the arms and legs follow, and it ends.\n"
+        for n in names))

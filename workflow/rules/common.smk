@@ -65,36 +65,3 @@ def log_of(stage, *keys, suffix=".log"):
 
 def benchmark_of(stage, *keys):
     return paths.benchmark(stage, keys)
-
-
-def network_resources(mem_mb, runtime):
-    """Resources of the jobs that run a network (memory in MB, wall time in minutes): the
-    `device` their command gets and `compute.gpus` GPUs, which the SLURM executor turns into
-    `sbatch --gpus=[gpu_model:]n` in `compute.gpu_partition`. Resources, not params, so that
-    moving a run onto GPUs reruns nothing."""
-    compute = config["compute"]
-    resources = {"mem_mb": mem_mb, "runtime": runtime, "device": compute["device"]}
-    if compute["gpus"]:
-        resources["gpu"] = compute["gpus"]
-        if compute["gpu_model"]:
-            resources["gpu_model"] = compute["gpu_model"]
-        if compute["gpu_partition"]:
-            resources["slurm_partition"] = compute["gpu_partition"]
-    return resources
-
-
-# Request plumbing of the model-calling rules: resources, so that changing them never reruns
-# a stage (the answers are the same; the cache makes a rerun free anyway).
-REQUESTS = {
-    "llm_cache": config["knowledge"]["cache_dir"],
-    "llm_concurrency": config["knowledge"]["concurrency"],
-    "llm_retries": config["knowledge"]["max_retries"],
-    "llm_timeout_s": config["knowledge"]["timeout_s"],
-}
-
-
-def launcher():
-    """How a multi-GPU job starts `actionlm`: one process per GPU under torchrun (DDP) when
-    compute.gpus > 1, else plainly. A resource: the result does not depend on it."""
-    gpus = config["compute"]["gpus"]
-    return f"torchrun --standalone --nproc-per-node {gpus} -m actionlm.cli" if gpus > 1 else "actionlm"

@@ -14,7 +14,7 @@ rule train_encoder:
         flags=flags("train_encoder"),
     threads: JOB_THREADS
     resources:
-        **network_resources(mem_mb=16000, runtime=720),
+        **PIPE.network_resources(mem_mb=16000, runtime=720),
     log:
         log_of("train_encoder", "dataset", "protocol", "method"),
     benchmark:
@@ -40,7 +40,7 @@ rule extract_features:
     threads: JOB_THREADS
     resources:
         batch=config["encoders"]["inference_batch_size"],
-        **network_resources(mem_mb=8000, runtime=60),
+        **PIPE.network_resources(mem_mb=8000, runtime=60),
     log:
         log_of("extract_features", "dataset", "protocol", "method"),
     benchmark:

@@ -21,7 +21,7 @@ rule evaluate:
     threads: JOB_THREADS
     resources:
         batch=adapted(Pipeline.inference_batch),
-        **network_resources(mem_mb=16000, runtime=120),
+        **PIPE.network_resources(mem_mb=16000, runtime=120),
     log:
         log_of("evaluate", "dataset", "protocol", "method"),
     benchmark:

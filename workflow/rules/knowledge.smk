@@ -14,7 +14,7 @@ rule describe:
     resources:
         mem_mb=4000,
         runtime=120,
-        **REQUESTS,
+        **PIPE.request_resources(),
     log:
         main=log_of("describe", "dataset"),
         serve=log_of("describe", "dataset", suffix=".serve.log"),
@@ -41,7 +41,7 @@ rule describe_visual:
     resources:
         mem_mb=8000,
         runtime=240,
-        **REQUESTS,
+        **PIPE.request_resources(),
     log:
         log_of("describe_visual", "dataset"),
     benchmark:

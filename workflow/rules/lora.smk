@@ -16,8 +16,8 @@ rule lora:
     threads: JOB_THREADS
     resources:
         micro_batch=config["lora"]["micro_batch_size"],  # memory only: never a rerun
-        launcher=launcher(),
-        **network_resources(mem_mb=16000, runtime=720),
+        launcher=PIPE.launcher(),
+        **PIPE.network_resources(mem_mb=16000, runtime=720),
     log:
         log_of("lora", "dataset", "protocol", "method"),
     benchmark:

@@ -12,7 +12,7 @@ rule train_vqvae:
         flags=flags("train_vqvae"),
     threads: JOB_THREADS
     resources:
-        **network_resources(mem_mb=8000, runtime=240),
+        **PIPE.network_resources(mem_mb=8000, runtime=240),
     log:
         log_of("train_vqvae", "dataset", "protocol"),
     benchmark:

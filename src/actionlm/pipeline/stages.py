@@ -15,16 +15,13 @@ For every stage (one Snakemake rule, one ``actionlm`` command), given a job's wi
 
 from __future__ import annotations
 
-import re
-
+from actionlm.data.splits import UNSEEN
 from actionlm.errors import ActionlmError
 from actionlm.pipeline import paths
 from actionlm.pipeline.flags import cli_flags
 from actionlm.pipeline.runs import MAIN, Run, deep_merge, make_runs
 
-UNSEEN = re.compile(r"unseen(\d+)_seed(\d+)")
-ENCODER_METHODS = ("ce", "gap", "sugar")
-LLM_METHODS = ("llm_ar", "sugar")
+CLASSIFIERS = ("ce", "gap")  # encoders evaluated by their own classifier head
 LINEAR = "_linear"  # evaluate's {method} of a linear probe: llm_ar_linear, sugar_linear
 # keys of encoders.network / encoders.train that only one method reads (others never see them)
 TEXT_TUNING_KEYS = {"text_tuning", "text_lr"}
@@ -37,7 +34,7 @@ MODEL_STAGES = ("train_vqvae", "train_encoder", "lora")  # a cross run borrows t
 
 def encoder_of(method: str) -> str:
     """The skeleton encoder a method's chain starts from (SUGAR's LLM reads SUGAR features)."""
-    return method if method in ("ce", "gap") else "sugar"
+    return method if method in CLASSIFIERS else "sugar"
 
 
 def encoder_options(cfg: dict, method: str) -> dict:
@@ -66,7 +63,7 @@ def test_interval(cfg: dict) -> float:
 
 
 def evaluate_options(cfg: dict, method: str, zero_shot: bool) -> dict:
-    if method in ("ce", "gap"):
+    if method in CLASSIFIERS:
         return {"method": method, "test_interval": test_interval(cfg)}
     if method.endswith(LINEAR):
         return {"method": "linear_probe", "zero_shot": zero_shot}
@@ -92,7 +89,7 @@ def signature(stage: str, cfg: dict, method: str | None) -> tuple:
                 cfg["lora"][method].get("descriptions"))
     if stage == "evaluate":
         base = method.removesuffix(LINEAR)
-        upstream = ("train_encoder" if method in ("ce", "gap") else
+        upstream = ("train_encoder" if method in CLASSIFIERS else
                     "lora" if base == method else
                     "tokenize" if base == "llm_ar" else "extract_features")
         return signature(upstream, cfg, base), evaluate_options(cfg, method, False)
@@ -226,7 +223,7 @@ class Pipeline:
         (llm_ar, sugar); or the inputs table alone (a linear probe)."""
         method = wc["method"]
         classes = self.data(wc["dataset"], "classes")
-        if method in ("ce", "gap"):
+        if method in CLASSIFIERS:
             return {**self.split(wc), **classes,
                     "model": self.upstream("train_encoder", "best", wc, method)}
         base = method.removesuffix(LINEAR)
@@ -307,6 +304,36 @@ class Pipeline:
 
     def inference_batch(self, wc: dict) -> int:
         """Samples per pass of an evaluation (memory and speed only: a resource)."""
-        if wc["method"] in ("ce", "gap") or wc["method"].endswith(LINEAR):
+        if wc["method"] in CLASSIFIERS or wc["method"].endswith(LINEAR):
             return self.config["encoders"]["inference_batch_size"]
         return self.config["llm_eval"]["batch_size"]
+
+    def network_resources(self, mem_mb: int, runtime: int) -> dict:
+        """Resources of a job that runs a network (memory in MB, wall time in minutes): the
+        ``device`` its command gets and compute.gpus GPUs, which the SLURM executor turns into
+        ``sbatch --gpus=[gpu_model:]n`` in compute.gpu_partition. Resources, not params, so that
+        moving a run onto GPUs reruns nothing."""
+        compute = self.config["compute"]
+        resources = {"mem_mb": mem_mb, "runtime": runtime, "device": compute["device"]}
+        if compute["gpus"]:
+            resources["gpu"] = compute["gpus"]
+            if compute["gpu_model"]:
+                resources["gpu_model"] = compute["gpu_model"]
+            if compute["gpu_partition"]:
+                resources["slurm_partition"] = compute["gpu_partition"]
+        return resources
+
+    def request_resources(self) -> dict:
+        """Request plumbing of the model-calling stages (the answers do not depend on it, and
+        the cache makes a rerun free anyway)."""
+        kn = self.config["knowledge"]
+        return {"llm_cache": kn["cache_dir"], "llm_concurrency": kn["concurrency"],
+                "llm_retries": kn["max_retries"], "llm_timeout_s": kn["timeout_s"]}
+
+    def launcher(self) -> str:
+        """How a multi-GPU job starts ``actionlm``: one process per GPU under torchrun (DDP)
+        when compute.gpus > 1, else plainly."""
+        gpus = self.config["compute"]["gpus"]
+        if gpus > 1:
+            return f"torchrun --standalone --nproc-per-node {gpus} -m actionlm.cli"
+        return "actionlm"

@@ -9,10 +9,11 @@ each variant's evaluation, resolved to the main run's where the variant changes 
 
 from __future__ import annotations
 
+from actionlm.data.splits import UNSEEN
 from actionlm.pipeline import paths
 from actionlm.pipeline.flags import cli_flags
 from actionlm.pipeline.runs import MAIN, ablation_name, cross_name
-from actionlm.pipeline.stages import LINEAR, UNSEEN, Pipeline
+from actionlm.pipeline.stages import CLASSIFIERS, LINEAR, Pipeline
 
 SUMMARY = "summary"
 
@@ -35,7 +36,7 @@ def unseen_protocols(pipe: Pipeline, dataset: str, k: str | None = None) -> list
 
 def eval_targets(pipe: Pipeline, dataset: str) -> list[str]:
     """metrics.json of each encoder and closed-set recognizer, and each zero-shot average."""
-    methods = [m for m in pipe.config["encoders"]["methods"] if m in ("ce", "gap")]
+    methods = [m for m in pipe.config["encoders"]["methods"] if m in CLASSIFIERS]
     llm = pipe.config["llm_eval"]
     closed = [p for p in encoder_protocols(pipe, dataset) if not UNSEEN.fullmatch(p)]
     targets = [metrics(MAIN, dataset, p, m) for p in encoder_protocols(pipe, dataset)

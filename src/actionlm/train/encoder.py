@@ -195,9 +195,8 @@ class EncoderTraining:
         self.cfg = train_cfg.validate()
         seed_everything(train_cfg.seed, device)
         names = read_class_names(classes)
-        has_val = "val" in set(files.assignment().values())
-        store = load_sequences(files, ("train", "val") if has_val else ("train",),
-                               model_options.get("bodies", 2))
+        store = load_sequences(files, ("train", "val"), model_options.get("bodies", 2))
+        has_val = "val" in store.splits
         self.train = store.subset("train") if has_val else store
         self.val = store.subset("val") if has_val else None
         if len(self.train) < 2:
