@@ -107,7 +107,8 @@ train-vqvae --gumbel-tau 0
 train-vqvae --mmd-rows 1
 train-vqvae --lr 0 -1e-3 nan inf
 train-vqvae --weight-decay -0.1
-train-vqvae --epochs 0
+train-vqvae --epochs -1
+train-vqvae --max-steps -1
 train-vqvae --batch-size 0
 train-vqvae --seed -1
 train-vqvae --reset-every -1
@@ -121,6 +122,7 @@ train-encoder --bodies 0
 train-encoder --dropout 1 -0.1
 train-encoder --num-class 1
 train-encoder --epochs 0
+train-encoder --repeat 0
 train-encoder --batch-size 1
 train-encoder --warmup-epochs -1
 train-encoder --positives 0
@@ -157,7 +159,7 @@ lora --heads 0
 lora --bridge-dropout 1.5
 lora --lr 0 inf
 lora --weight-decay -1
-lora --epochs 0
+lora --epochs -1
 lora --max-steps -1
 lora --batch-size 0
 lora --micro-batch-size 0
@@ -187,7 +189,7 @@ def test_every_numeric_option_is_bounded_and_covered():
         options = numeric_options(stage)
         assert [o for o, kind in options.items() if not isinstance(kind, Bounded)] == [], stage
         assert {(stage, o) for o in options} == {c for c in covered if c[0] == stage}, stage
-    assert (len(covered), len(BOUND_CASES)) == (99, 131)  # options, out-of-range values
+    assert (len(covered), len(BOUND_CASES)) == (101, 133)  # options, out-of-range values
 
 
 @pytest.mark.parametrize(("command", "option", "value"), BOUND_CASES)

@@ -95,8 +95,8 @@ def test_config_yaml_holds_every_key_and_the_schema_no_default(config):
                 missing.append(key)
                 break
             node = node[part]
-    # what each dataset must set itself; lora's per-method blocks override common keys (each
-    # sets its own lr, so lora.common has none)
+    # what each dataset must set itself; the per-method blocks of lora and encoders override
+    # common keys (lora's each set their own lr, so lora.common has none)
     optional = {"dataset_defaults.format", "dataset_defaults.protocols", "lora.common.lr"}
-    assert [k for k in missing if k not in optional
-            and not k.startswith(("lora.llm_ar.", "lora.sugar."))] == []
+    overrides = ("lora.llm_ar.", "lora.sugar.", "encoders.ce.", "encoders.gap.", "encoders.sugar.")
+    assert [k for k in missing if k not in optional and not k.startswith(overrides)] == []

@@ -38,6 +38,7 @@ from actionlm.models.encoder import (
 from actionlm.models.encoder_losses import MultiPartContrastiveLoss, mil_nce_loss
 from actionlm.models.graph import spatial_adjacency
 from actionlm.text.encode import EMBEDDING_SCHEMA
+from actionlm.train.common import epoch_order
 from actionlm.train.encoder import EncoderTraining, TrainConfig
 from resume import assert_same_run, kill_after_checkpoint
 
@@ -259,6 +260,31 @@ def test_gap_trains_with_every_partition_of_table_1a(parts, data_dir, texts, tmp
     assert len(model.part_heads) == 1 + (parts if parts > 1 else 0)
 
 
+def test_repeat_shows_every_training_sample_repeat_times_per_epoch(data_dir, tmp_path,
+                                                                   monkeypatch):
+    """GAP's NW-UCLA ``repeat``: one shuffle of the training set listed N times per epoch."""
+    order = epoch_order(50, seed=1, epoch=0, repeat=3)
+    assert torch.equal(torch.bincount(order), torch.full((50,), 3))
+    assert not torch.equal(order[:50].sort().values, torch.arange(50))  # copies interleave
+    assert torch.equal(epoch_order(50, 1, 0), torch.randperm(  # repeat 1: the order as before
+        50, generator=torch.Generator().manual_seed(100_003)))
+    batches = []
+    original = EncoderTraining.step
+
+    def recording_step(self, index, progress, steps_per_epoch):
+        batches.append(index)
+        return original(self, index, progress, steps_per_epoch)
+
+    monkeypatch.setattr(EncoderTraining, "step", recording_step)
+    curves = train(data_dir, tmp_path, "ce", train_cfg=TrainConfig(
+        epochs=1, batch_size=16, lr=0.05, warmup_epochs=0, repeat=3, seed=1))
+    n = len(load_sequences(xview(data_dir), ("train",)))
+    assert curves[0]["step"] == len(batches) == 3 * n // 16
+    seen = torch.bincount(torch.cat(batches), minlength=n)
+    assert seen.max() == 3 and seen.sum() == 3 * n - (3 * n) % 16  # only the last part dropped
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["repeat"] == 3
+
+
 def test_best_checkpoint_is_the_best_val_epoch(data_dir, tmp_path):
     curves = train(data_dir, tmp_path, "ce", train_cfg=TrainConfig(
         epochs=4, batch_size=16, lr=0.05, warmup_epochs=0, seed=2))
@@ -352,30 +378,66 @@ def test_nan_loss_stops_with_the_last_good_checkpoint_kept(data_dir, tmp_path):
 # --- text encoder fine-tuning --------------------------------------------------------------
 
 
-def test_gap_fine_tunes_the_bundled_text_encoder_that_made_the_table(data_dir, texts, tmp_path):
-    """``text_tuning: finetune`` trains the text encoder (MiniLM here) with the GCN; the text
-    table must come from that same encoder."""
+MINILM = {"backend": "sentence-transformers", "model": "bundled", "pretrained": "none"}
+
+
+@pytest.fixture(scope="module")
+def minilm_texts(texts, tmp_path_factory) -> Path:
+    """The text table's descriptions embedded by the bundled MiniLM (the encoder fine-tuned)."""
     from actionlm.text.encode import encode_tables
 
+    folder = tmp_path_factory.mktemp("minilm")
     frame = pd.read_parquet(texts).drop(columns=["encoder", "embedding"])
     frame["text"] = [f"{kind} {part or ''} of action {k}" for k, kind, part in
                      zip(frame.class_id, frame.kind, frame.part)]
-    frame.to_parquet(tmp_path / "descriptions.parquet")
-    encode_tables([tmp_path / "descriptions.parquet"], tmp_path / "minilm.parquet", device="cpu")
-    tuned = TrainConfig(epochs=1, batch_size=16, lr=0.05, warmup_epochs=0, seed=1,
-                        text_tuning="finetune", text_lr=1e-3)
-    spec = {"backend": "sentence-transformers", "model": "bundled", "pretrained": "none"}
-    training = EncoderTraining(xview(data_dir), data_dir / "classes.parquet", tmp_path / "out",
-                               {"method": "gap", **TINY}, tuned, tmp_path / "minilm.parquet",
-                               torch.device("cpu"), spec)
+    frame.to_parquet(folder / "descriptions.parquet")
+    encode_tables([folder / "descriptions.parquet"], folder / "minilm.parquet", device="cpu")
+    return folder / "minilm.parquet"
+
+
+def fine_tuning(data_dir, texts, out, **train_options) -> EncoderTraining:
+    tuned = TrainConfig(epochs=1, batch_size=16, lr=0.05, seed=1, text_tuning="finetune",
+                        text_lr=1e-3, **{"warmup_epochs": 0, **train_options})
+    return EncoderTraining(xview(data_dir), data_dir / "classes.parquet", out,
+                           {"method": "gap", **TINY}, tuned, texts, torch.device("cpu"), MINILM)
+
+
+def test_gap_fine_tunes_the_bundled_text_encoder_that_made_the_table(data_dir, texts,
+                                                                      minilm_texts, tmp_path):
+    """``text_tuning: finetune`` trains the text encoder (MiniLM here) with the GCN, by default
+    with its own AdamW at text_lr; the text table must come from that same encoder."""
+    training = fine_tuning(data_dir, minilm_texts, tmp_path / "out")
+    sgd, adamw = training.optimizers
+    text = list(training.extras["texts"].parameters())
+    assert [p for g in adamw.param_groups for p in g["params"]] == text
+    assert adamw.param_groups[0]["lr"] == 1e-3
     before = {k: v.clone() for k, v in training.extras["texts"].state_dict().items()}
     curves = training.run(checkpoint_every=0)
     assert math.isfinite(curves[0]["contrastive"])
     after = training.extras["texts"].state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
     with pytest.raises(ActionlmError, match="embedded with 'test'"):
-        EncoderTraining(xview(data_dir), data_dir / "classes.parquet", tmp_path / "other",
-                        {"method": "gap", **TINY}, tuned, texts, torch.device("cpu"), spec)
+        fine_tuning(data_dir, texts, tmp_path / "other")
+
+
+def test_text_optimizer_sgd_trains_the_text_encoder_in_the_network_sgd_at_its_lr(
+        data_dir, minilm_texts, tmp_path):
+    """GAP (main_multipart_ntu.py): the text encoder is a group of the network's Nesterov SGD,
+    and adjust_learning_rate gives every group the schedule's lr (text_lr unused)."""
+    training = fine_tuning(data_dir, minilm_texts, tmp_path, text_optimizer="sgd",
+                           warmup_epochs=1)
+    [sgd] = training.optimizers
+    text = list(training.extras["texts"].parameters())
+    in_sgd = {id(p) for g in sgd.param_groups for p in g["params"]}
+    assert isinstance(sgd, torch.optim.SGD) and all(id(p) in in_sgd for p in text)
+    assert all(g["nesterov"] and g["weight_decay"] == 5e-4 for g in sgd.param_groups)
+    curves = training.run(checkpoint_every=0)
+    steps = curves[0]["step"]
+    schedule_lr = training.cfg.learning_rate(steps - 1, steps)  # warm-up: not lr, not text_lr
+    assert schedule_lr not in (0.05, 1e-3)
+    assert all(g["lr"] == schedule_lr for g in sgd.param_groups)
+    assert all("momentum_buffer" in sgd.state[p] for p in text if p.grad is not None)
+    assert any(p.grad is not None for p in text)
 
 
 def test_evaluating_an_encoder_needs_its_skeletons_and_split(data_dir, tmp_path, capsys):

@@ -107,7 +107,8 @@ def eval_args(setup, out, method, inputs, *extra):
     add_llm_arguments(parser)
     args = parser.parse_args(list(extra))
     args.__dict__.update(method=method, model=setup.get(method), classes=setup["classes"],
-                         inputs=setup[inputs], out=out, device="cpu", batch_size=4)
+                         inputs=setup[inputs], out=out, device="cpu", precision="auto",
+                         batch_size=4)
     return args
 
 

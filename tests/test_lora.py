@@ -133,6 +133,19 @@ def test_resume_after_interruption_ends_with_the_same_weights(llm_ar_inputs, tmp
     assert all(torch.equal(whole[n], cut[n]) for n in whole)
 
 
+def test_epochs_0_runs_exactly_max_steps_through_as_many_epochs_as_needed(llm_ar_inputs,
+                                                                          tmp_path):
+    """LLM-AR counts iterations: 24 samples in batches of 6 are 4 steps per epoch, so 6 steps
+    end half-way through the second seeded epoch, the cosine schedule reaching 0 at step 6."""
+    _, curves = train_lora(lora_args(llm_ar_inputs, tmp_path / "out", "--epochs", "0",
+                                     "--max-steps", "6", "--warmup-steps", "1"))
+    assert [(c["step"], c["epoch"]) for c in curves] == [(2, 0.5), (4, 1.0), (6, 1.5)]
+    assert curves[-1]["lr"] == pytest.approx(TrainConfig(lr=3e-3, warmup_steps=1).lr_at(5, 6))
+    assert (tmp_path / "out" / ADAPTER_FILE).is_file()
+    with pytest.raises(ActionlmError, match=r"lora: --epochs 0 .* needs --max-steps > 0"):
+        train_lora(lora_args(llm_ar_inputs, tmp_path / "none", "--epochs", "0"))
+
+
 def test_sugar_answers_with_descriptions_and_reloads(tiny_llm, tmp_path):
     rng = np.random.default_rng(0)
     labels = [i % 3 for i in range(12)]

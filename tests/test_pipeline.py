@@ -135,6 +135,40 @@ def test_a_method_reads_only_its_own_encoder_keys(pipe):
         assert (gap_only.flags("train_encoder", wc) != pipe.flags("train_encoder", wc)) == changed
 
 
+def test_a_method_block_overrides_the_common_keys_for_that_method_alone(pipe):
+    sugar_schedule = Pipeline(config(encoders={"sugar": {"train": {"lr": 0.01, "epochs": 200},
+                                                         "network": {"window": 48}}}))
+    for method in ("ce", "gap"):
+        wc = {**MAIN, "method": method}
+        assert sugar_schedule.flags("train_encoder", wc) == pipe.flags("train_encoder", wc)
+    flags = sugar_schedule.flags("train_encoder", {**MAIN, "method": "sugar"}).split()
+    assert flags[flags.index("--lr") + 1] == "0.01" and flags[flags.index("--epochs") + 1] == "200"
+    assert flags[flags.index("--window") + 1] == "48"
+    # SUGAR's recognizer reads features of that encoder: its chain is the variant's own
+    lora = sugar_schedule.inputs("lora", {**MAIN, "method": "sugar"})
+    assert lora["features"] == "results/features/synthetic/xsub/sugar/features.parquet"
+
+
+def test_per_dataset_settings_reach_that_datasets_jobs_and_variants_build_on_them():
+    cfg = config(datasets={"other": {"format": "synthetic", "protocols": ["xsub"], "seed": 1}},
+                 run_datasets=["synthetic", "other"],
+                 per_dataset={"other": {"encoders": {"train": {"repeat": 5, "lr": 0.2}}},
+                              "not_run": {"vqvae": {"train": {"codes": 64}}}})
+    pipe = Pipeline(cfg)
+    mine = {**MAIN, "dataset": "other", "method": "gap"}
+    flags = pipe.flags("train_encoder", mine).split()
+    assert flags[flags.index("--repeat") + 1] == "5" and flags[flags.index("--lr") + 1] == "0.2"
+    assert "--repeat 1" in pipe.flags("train_encoder", {**MAIN, "method": "gap"})
+    # an ablation variant changes its own key and keeps the dataset's settings
+    parts2 = variant("gap_partitions", "parts2", dataset="other", method="gap")
+    flags = pipe.flags("train_encoder", parts2).split()
+    assert flags[flags.index("--parts") + 1] == "2" and flags[flags.index("--repeat") + 1] == "5"
+    # a variant equal to the dataset's main settings resolves to the main run there too
+    assert [path for name, path in targets.ablation_rows(pipe, "gap_partitions")
+            if name == "parts4"] == ["results/eval/synthetic/xsub/gap/metrics.json",
+                                     "results/eval/other/xsub/gap/metrics.json"]
+
+
 def test_resources_never_reach_the_flags(pipe):
     moved = Pipeline(config(compute={"threads": 4, "device": "cpu"}, lora={"micro_batch_size": 1},
                             llm_eval={"batch_size": 2}, knowledge={"concurrency": 3}))
@@ -146,15 +180,17 @@ def test_resources_never_reach_the_flags(pipe):
 
 
 def test_gpu_jobs_ask_the_scheduler_for_what_compute_says(pipe):
-    assert pipe.network_resources(8000, 60) == {"mem_mb": 8000, "runtime": 60, "device": "auto",
-                                                 "gpu": 1}
-    cluster = Pipeline(config(compute={"gpus": 4, "gpu_model": "a100", "gpu_partition": "gpu"}))
-    assert cluster.network_resources(8000, 60) == {
-        "mem_mb": 8000, "runtime": 60, "device": "auto", "gpu": 4, "gpu_model": "a100",
-        "slurm_partition": "gpu"}
+    assert pipe.network_resources("tokenize") == {
+        "mem_mb": 8000, "runtime": 60, "device": "auto", "precision": "auto", "gpu": 1}
+    cluster = Pipeline(config(compute={
+        "gpus": 4, "gpu_model": "a100", "gpu_partition": "gpu", "precision": "bf16",
+        "limits": {"lora": {"mem_mb": 64000, "runtime": 2880}}}))
+    assert cluster.network_resources("lora") == {
+        "mem_mb": 64000, "runtime": 2880, "device": "auto", "precision": "bf16", "gpu": 4,
+        "gpu_model": "a100", "slurm_partition": "gpu"}
     assert cluster.launcher() == "torchrun --standalone --nproc-per-node 4 -m actionlm.cli"
     cpu_only = Pipeline(config(compute={"gpus": 0}))
-    assert "gpu" not in cpu_only.network_resources(8000, 60)
+    assert "gpu" not in cpu_only.network_resources("evaluate")
     assert (pipe.launcher(), cpu_only.launcher()) == ("actionlm", "actionlm")
     assert pipe.request_resources() == {"llm_cache": "resources/cache/llm", "llm_concurrency": 2,
                                         "llm_retries": 2, "llm_timeout_s": 300}
@@ -172,6 +208,16 @@ def test_all_asks_for_every_evaluation_and_the_report(pipe):
         "results/eval/synthetic/unseen3_seed0/sugar/metrics.json"]
 
 
+def test_a_run_without_encoders_or_text_methods_asks_for_neither():
+    llm_ar_only = Pipeline(config(encoders={"methods": []}, llm_eval={"methods": ["llm_ar"]}))
+    wanted = targets.all_targets(llm_ar_only)
+    assert not [t for t in wanted if "knowledge" in t or "/encoders/" in t]
+    figures = targets.report_figures(llm_ar_only)
+    assert figures and not [f for f in figures if "encoder" in f or "embedding" in f]
+    assert "results/knowledge/synthetic/text_embeddings.parquet" in targets.all_targets(
+        Pipeline(config(encoders={"methods": ["ce"]}, llm_eval={"methods": ["sugar"]})))
+
+
 @pytest.mark.parametrize("overlay, message", [
     ({"run_datasets": ["ntu61"]}, "run_datasets names ['ntu61'], which are not under `datasets`"),
     ({"encoders": {"protocols": ["xsbu"]}}, "encoders.protocols names ['xsbu']"),
@@ -186,6 +232,13 @@ def test_all_asks_for_every_evaluation_and_the_report(pipe):
     ({"datasets": {"ntu": {"format": "ntu-raw", "protocols": ["xsub"]}}},
      "datasets.ntu.classes: --dataset is required for --format ntu-raw"),
     ({"lora": {"common": {"lora_rank": 8}}}, "lora.common.lora_rank: unknown key"),
+    ({"encoders": {"gap": {"network": {"parts": 4}}}},
+     "ablations.tables.gap_partitions.variants.parts2.encoders.network.parts: "
+     "encoders.gap.network.parts overrides it for gap; set encoders.gap.network.parts in the "
+     "variant instead"),
+    ({"per_dataset": {"synthetic": {"encoders": {"gap": {"network": {"parts": 2}}}}}},
+     "per_dataset.synthetic.encoders.gap.network.parts overrides it for gap"),
+    ({"per_dataset": {"synthetic": {"llm": {"name": "x"}}}}, "per_dataset.synthetic.llm: unknown"),
 ])
 def test_config_errors_name_the_key(overlay, message):
     with pytest.raises(ActionlmError, match="config is invalid") as err:

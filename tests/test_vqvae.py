@@ -218,6 +218,19 @@ def test_switching_off_a_bias_loss_changes_training(switch, small_ntu_data, fake
     assert any(not torch.equal(full[k], ablated[k]) for k in full)
 
 
+@pytest.mark.parametrize(("epochs", "max_steps"), [(0, 7), (3, 7), (2, 0)])
+def test_max_steps_caps_the_run_and_epochs_0_runs_as_many_epochs_as_it_needs(
+        epochs, max_steps, small_ntu_data, fake_llm, tmp_path):
+    """76 train samples in batches of 16: 5 steps per epoch, the last epoch cut short."""
+    curves = train_vqvae(SplitFiles.prepared(small_ntu_data, "xview"), fake_llm, tmp_path, TINY,
+                         SMALL_LOSS, replace(FAST, epochs=epochs, max_steps=max_steps), "cpu",
+                         checkpoint_every=0)
+    rows = [(row["epoch"], row["step"]) for row in curves]
+    assert rows == ([(1, 5), (2, 10)] if max_steps == 0 else [(1, 5), (2, 7)])
+    assert pd.read_parquet(tmp_path / "curves.parquet").step.tolist() == [s for _, s in rows]
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["max_steps"] == max_steps
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [({"codes": 7}, "even"), ({"curvature": 0.0}, "curvature"), ({"curvature": -1.0}, "curvature"),
@@ -232,6 +245,8 @@ def test_malformed_config_is_a_clear_error(options, message, small_ntu_data, fak
 
 @pytest.mark.parametrize(("option", "value", "message"), [
     ("--codes", "9", "codes (U) must be an even number"),
+    ("--epochs", "0", "train-vqvae: --epochs 0 (as many epochs as --max-steps needs) needs "
+     "--max-steps > 0"),
     # refused before any sequence is resized to it (which would exhaust memory)
     ("--window", "1000000000", "window 1000000000 is longer than the longest training "
      "sequence (80 frames)"),
@@ -245,7 +260,7 @@ def test_cli_reports_a_bad_config_in_one_line(option, value, message, small_ntu_
     assert line.startswith("actionlm: error: ") and message in line
 
 
-RESUME_RUN = replace(FAST, epochs=4, seed=5, reset_every=3)
+RESUME_RUN = replace(FAST, epochs=0, max_steps=17, seed=5, reset_every=3)  # 4th epoch: 2 steps
 
 
 def split_args(data: Path) -> list[str]:

@@ -14,7 +14,7 @@ rule train_encoder:
         flags=flags("train_encoder"),
     threads: JOB_THREADS
     resources:
-        **PIPE.network_resources(mem_mb=16000, runtime=720),
+        **PIPE.network_resources("train_encoder"),
     log:
         log_of("train_encoder", "dataset", "protocol", "method"),
     benchmark:
@@ -23,7 +23,8 @@ rule train_encoder:
         "../../envs/models.yaml"
     shell:
         "actionlm train-encoder {params.files} --out $(dirname {output.best}) "
-        "--device {resources.device} --threads {threads} {params.flags} > {log} 2>&1"
+        "--device {resources.device} --precision {resources.precision} --threads {threads} "
+        "{params.flags} > {log} 2>&1"
 
 
 rule extract_features:
@@ -40,7 +41,7 @@ rule extract_features:
     threads: JOB_THREADS
     resources:
         batch=config["encoders"]["inference_batch_size"],
-        **PIPE.network_resources(mem_mb=8000, runtime=60),
+        **PIPE.network_resources("extract_features"),
     log:
         log_of("extract_features", "dataset", "protocol", "method"),
     benchmark:
@@ -49,5 +50,6 @@ rule extract_features:
         "../../envs/models.yaml"
     shell:
         "actionlm extract-features {params.files} --out {output.features} "
-        "--batch-size {resources.batch} --device {resources.device} --threads {threads} "
+        "--batch-size {resources.batch} --device {resources.device} "
+        "--precision {resources.precision} --threads {threads} "
         "{params.flags} > {log} 2>&1"

@@ -21,7 +21,7 @@ rule evaluate:
     threads: JOB_THREADS
     resources:
         batch=adapted(Pipeline.inference_batch),
-        **PIPE.network_resources(mem_mb=16000, runtime=120),
+        **PIPE.network_resources("evaluate"),
     log:
         log_of("evaluate", "dataset", "protocol", "method"),
     benchmark:
@@ -30,7 +30,8 @@ rule evaluate:
         "../../envs/models.yaml"
     shell:
         "actionlm evaluate {params.files} --out $(dirname {output.metrics}) "
-        "--batch-size {resources.batch} --device {resources.device} --threads {threads} "
+        "--batch-size {resources.batch} --device {resources.device} "
+        "--precision {resources.precision} --threads {threads} "
         "{params.flags} > {log} 2>&1"
 
 

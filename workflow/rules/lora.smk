@@ -17,7 +17,7 @@ rule lora:
     resources:
         micro_batch=config["lora"]["micro_batch_size"],  # memory only: never a rerun
         launcher=PIPE.launcher(),
-        **PIPE.network_resources(mem_mb=16000, runtime=720),
+        **PIPE.network_resources("lora"),
     log:
         log_of("lora", "dataset", "protocol", "method"),
     benchmark:
@@ -27,4 +27,4 @@ rule lora:
     shell:
         "{resources.launcher} lora {params.files} --out $(dirname {output.spec}) "
         "--micro-batch-size {resources.micro_batch} --device {resources.device} "
-        "--threads {threads} {params.flags} > {log} 2>&1"
+        "--precision {resources.precision} --threads {threads} {params.flags} > {log} 2>&1"

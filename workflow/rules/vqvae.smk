@@ -12,7 +12,7 @@ rule train_vqvae:
         flags=flags("train_vqvae"),
     threads: JOB_THREADS
     resources:
-        **PIPE.network_resources(mem_mb=8000, runtime=240),
+        **PIPE.network_resources("train_vqvae"),
     log:
         log_of("train_vqvae", "dataset", "protocol"),
     benchmark:
@@ -21,7 +21,8 @@ rule train_vqvae:
         "../../envs/models.yaml"
     shell:
         "actionlm train-vqvae {params.files} --out $(dirname {output.model}) "
-        "--device {resources.device} --threads {threads} {params.flags} > {log} 2>&1"
+        "--device {resources.device} --precision {resources.precision} --threads {threads} "
+        "{params.flags} > {log} 2>&1"
 
 
 rule tokenize:
@@ -36,9 +37,8 @@ rule tokenize:
     priority: CHAIN_PRIORITY
     threads: JOB_THREADS
     resources:
-        mem_mb=8000,
-        runtime=60,
         batch=config["vqvae"]["tokenize"]["batch_size"],
+        **PIPE.network_resources("tokenize"),
     log:
         log_of("tokenize", "dataset", "protocol"),
     benchmark:
@@ -47,4 +47,5 @@ rule tokenize:
         "../../envs/models.yaml"
     shell:
         "actionlm tokenize {params.files} --out $(dirname {output.sentences}) "
-        "--batch-size {resources.batch} --threads {threads} > {log} 2>&1"
+        "--batch-size {resources.batch} --device {resources.device} "
+        "--precision {resources.precision} --threads {threads} > {log} 2>&1"

@@ -6,7 +6,9 @@
 ``--method llm_ar|sugar``: an LLM recognizer (--model: its folder or recognizer.json) on the
 test rows of --inputs, scored by constrained log-likelihood of each class's answer
 (actionlm.eval.llm); ``linear_probe``: the zero-shot baseline that cannot name unseen classes.
-Every method names its classes from --classes.
+Every method names its classes from --classes. Networks run under --precision
+(actionlm.device: bf16 autocast on a GPU that supports it by default, bf16 on the CPU on
+request); scores are float32 either way.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from actionlm.data.classes import read_class_names
 from actionlm.data.clips import load_sequences
 from actionlm.data.skeleton_layouts import LAYOUTS
 from actionlm.data.split_files import SplitFiles, add_split_arguments
-from actionlm.device import select_device, set_threads
+from actionlm.device import add_precision_argument, autocast_dtype, select_device, set_threads
 from actionlm.errors import ActionlmError
 from actionlm.eval.llm import METHODS as LLM_METHODS
 from actionlm.eval.llm import add_llm_arguments, evaluate_llm
@@ -35,7 +37,9 @@ ENCODER_METHODS = ("ce", "gap")
 
 
 def evaluate_encoder(model_path: Path, files: SplitFiles, classes: Path, out_dir: Path,
-                     device: torch.device, test_interval: float, batch_size: int) -> dict:
+                     device: torch.device, test_interval: float, batch_size: int,
+                     precision: str = "auto") -> dict:
+    autocast_dtype(device, precision)
     model = load_encoder(model_path, device)
     names = read_class_names(classes)
     if model.cfg.num_class != len(names):
@@ -45,7 +49,8 @@ def evaluate_encoder(model_path: Path, files: SplitFiles, classes: Path, out_dir
     if test.n_joints != LAYOUTS[model.cfg.layout].n_joints:
         raise ActionlmError(f"{model_path}: trained on another skeleton layout than "
                             f"{files.skeletons} ({test.n_joints} joints)")
-    scores = predict_logits(model, test, model.cfg.window, (test_interval,), device, batch_size)
+    scores = predict_logits(model, test, model.cfg.window, (test_interval,), device, batch_size,
+                            precision)
     protocol = files.protocol
     metrics = write_evaluation(
         out_dir, scores.numpy(), test.labels.numpy(), test.sample_ids, names,
@@ -67,6 +72,7 @@ def add_encoder_run_arguments(p: argparse.ArgumentParser, out_help: str,
                    help="centred crop share of each sequence")
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:N")
+    add_precision_argument(p)
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads (default: torch's)")
 
@@ -97,4 +103,5 @@ def run(args: argparse.Namespace) -> None:
         if value is None:
             raise ActionlmError(f"--method {args.method} needs {option} ({what})")
     evaluate_encoder(args.model, SplitFiles.from_args(args), args.classes, args.out,
-                     select_device(args.device), args.test_interval, args.batch_size)
+                     select_device(args.device), args.test_interval, args.batch_size,
+                     args.precision)

@@ -4,6 +4,7 @@ one pooled feature per sample (CE, GAP) for the report's embedding map.
 
 Clips are the centred test-time crops for every split, so the LLM stage trains and is
 evaluated on the same deterministic features; they are computed once here, not per epoch.
+The encoder runs under --precision (actionlm.device); the table stores float32 whatever it is.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from actionlm.data.clips import load_sequences, make_clips
 from actionlm.data.features import write_features
 from actionlm.data.skeleton_layouts import LAYOUTS, require_same_layout
 from actionlm.data.split_files import SplitFiles
-from actionlm.device import autocast, select_device, set_threads
+from actionlm.device import autocast, autocast_dtype, select_device, set_threads
 from actionlm.eval.evaluate import add_encoder_run_arguments
 from actionlm.models.encoder import load_encoder
 
@@ -31,14 +32,15 @@ log = logging.getLogger(__name__)
 @torch.no_grad()
 def extract_features(model_path: Path, files: SplitFiles, out: Path,
                      device: torch.device, interval: float = 0.95,
-                     batch_size: int = 256) -> tuple[int, int, int]:
+                     batch_size: int = 256, precision: str = "auto") -> tuple[int, int, int]:
     """Write the table; return its (samples, steps, width)."""
+    autocast_dtype(device, precision)
     model = load_encoder(model_path, device)
     store = load_sequences(files, ("train", "val", "test"), model.cfg.bodies)
     require_same_layout(store.n_joints, LAYOUTS[model.cfg.layout].n_joints, files.skeletons,
                         model_path)
     chunks = []
-    with autocast(device):
+    with autocast(device, precision):
         for start in tqdm(range(0, len(store), batch_size), unit="batch", desc="features"):
             index = torch.arange(start, min(start + batch_size, len(store)))
             clips = make_clips(store, index, model.cfg.window, (interval,)).to(device)
@@ -63,4 +65,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     extract_features(args.model, SplitFiles.from_args(args), args.out,
-                     select_device(args.device), args.test_interval, args.batch_size)
+                     select_device(args.device), args.test_interval, args.batch_size,
+                     args.precision)

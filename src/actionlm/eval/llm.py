@@ -34,7 +34,7 @@ from tqdm import tqdm
 from actionlm.cli_args import non_negative_int
 from actionlm.data.classes import read_class_names
 from actionlm.data.features import read_features
-from actionlm.device import autocast, select_device
+from actionlm.device import autocast, autocast_dtype, select_device
 from actionlm.errors import ActionlmError
 from actionlm.eval.metrics import write_evaluation
 from actionlm.io import parquet_file, read_table, table_metadata
@@ -106,6 +106,7 @@ def evaluate_recognizer(args: argparse.Namespace) -> dict:
     from actionlm.llm.recognizer import load_recognizer
 
     device = select_device(args.device)
+    autocast_dtype(device, args.precision)
     recognizer = load_recognizer(args.model, device, llm_dir=args.llm)
     if recognizer.spec.method != args.method:
         raise ActionlmError(
@@ -122,7 +123,7 @@ def evaluate_recognizer(args: argparse.Namespace) -> dict:
                                [recognizer.answer_text(c) for c in candidates])
     listed = candidates if args.zero_shot else None
     scores, generated = [], []
-    with torch.inference_mode(), autocast(device):
+    with torch.inference_mode(), autocast(device, args.precision):
         for start in tqdm(range(0, len(test), args.batch_size), desc="evaluate", unit="batch"):
             stop = min(start + args.batch_size, len(test))
             embeds, mask = recognizer.prompt_embeddings(test.rows(start, stop), listed)

@@ -6,8 +6,12 @@ Trains on the protocol's ``train`` split with cross-entropy on the answer tokens
 name; for SUGAR with --descriptions also a short motion description). ``--batch-size`` is the
 global batch of one optimiser step, split into micro-batches (gradient accumulation) and, under
 torchrun, across processes (DDP: gloo on CPU, nccl on CUDA); every step sees the same samples
-whatever the number of processes. AdamW, linear warm-up then cosine decay. bf16 autocast on
-CUDA.
+whatever the number of processes. AdamW, linear warm-up then cosine decay. Length: --epochs
+passes over the train split, capped at --max-steps steps (0 = no cap); --epochs 0 runs exactly
+--max-steps steps, cycling through as many seeded epochs as they need (LLM-AR counts
+iterations: 75k). The LLM runs under --precision (actionlm.device) in the dtype prepare-llm
+recorded; the trained weights (LoRA, action-token embeddings or projector) are float32 whatever
+that dtype, and the loss is float32.
 
 Resumable: OUT/checkpoints/ holds the newest checkpoint (every --checkpoint-every steps and at
 each epoch's end); rerunning the same command continues from it and, on CPU, ends with the same
@@ -49,7 +53,13 @@ from actionlm.cli_args import (
 from actionlm.data.classes import read_class_names
 from actionlm.data.features import read_features
 from actionlm.data.skeleton_layouts import BODY_PARTS
-from actionlm.device import autocast, select_device, set_threads
+from actionlm.device import (
+    add_precision_argument,
+    autocast,
+    autocast_dtype,
+    select_device,
+    set_threads,
+)
 from actionlm.errors import ActionlmError
 from actionlm.io import parquet_file, read_table, table_metadata
 from actionlm.llm.recognizer import (
@@ -63,9 +73,11 @@ from actionlm.llm.tqp import BRIDGES, BridgeConfig, bridge_tokens
 from actionlm.train.common import (
     Checkpoint,
     CheckpointStore,
+    check_step_budget,
     epoch_order,
     load_optimizer_state,
     seed_everything,
+    step_budget,
     write_curves,
 )
 
@@ -81,7 +93,7 @@ class TrainConfig:
 
     lr: float = 2e-4
     weight_decay: float = 0.0
-    epochs: int = 1
+    epochs: int = 1  # 0 = as many as max_steps needs
     max_steps: int = 0  # 0 = all steps of all epochs
     batch_size: int = 16
     warmup_steps: int = 0
@@ -89,9 +101,10 @@ class TrainConfig:
     seed: int = 0
 
     def validate(self) -> TrainConfig:
-        if (not self.lr > 0 or self.weight_decay < 0 or self.epochs < 1 or self.max_steps < 0
+        if (not self.lr > 0 or self.weight_decay < 0 or self.epochs < 0 or self.max_steps < 0
                 or self.batch_size < 1 or self.warmup_steps < 0 or self.max_grad_norm < 0):
             raise ActionlmError(f"LoRA train config: out-of-range value in {asdict(self)}")
+        check_step_budget(self.epochs, self.max_steps, "lora")
         return self
 
     def lr_at(self, step: int, total: int) -> float:
@@ -264,8 +277,10 @@ class LoraTraining:
     """One run: data, recognizer, optimiser, checkpoint store."""
 
     def __init__(self, recognizer: Recognizer, data: TrainingData, train_cfg: TrainConfig,
-                 micro_batch: int, out_dir: Path, config: dict, workers: Workers):
+                 micro_batch: int, out_dir: Path, config: dict, workers: Workers,
+                 precision: str = "auto"):
         self.recognizer, self.data, self.cfg = recognizer, data, train_cfg
+        self.precision = precision
         self.micro_batch, self.out_dir, self.workers = micro_batch, out_dir, workers
         if len(data) < train_cfg.batch_size or train_cfg.batch_size < workers.world:
             raise ActionlmError(
@@ -274,9 +289,8 @@ class LoraTraining:
             )
         # the last partial batch is dropped: every process gets a share of every step
         self.steps_per_epoch = len(data) // train_cfg.batch_size
-        self.total_steps = train_cfg.epochs * self.steps_per_epoch
-        if train_cfg.max_steps:
-            self.total_steps = min(self.total_steps, train_cfg.max_steps)
+        self.total_steps = step_budget(train_cfg.epochs, train_cfg.max_steps,
+                                       self.steps_per_epoch)
         self.params = [p for p in recognizer.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=train_cfg.lr,
                                            weight_decay=train_cfg.weight_decay)
@@ -320,7 +334,7 @@ class LoraTraining:
             last = i == len(micro) - 1
             sync = nullcontext() if last or self.workers.world == 1 else self.network.no_sync()
             with sync:
-                with autocast(self.workers.device):
+                with autocast(self.workers.device, self.precision):
                     loss, correct, n = self.network(self.data.inputs[idx],
                                                     self.data.labels[idx].tolist())
                 (loss * (self.workers.world / tokens)).backward()
@@ -394,8 +408,8 @@ def train_lora(args: argparse.Namespace) -> tuple[Recognizer, list[dict]]:
     """Build the recognizer from the stage's arguments, train or resume it, write the outputs;
     return the trained recognizer and the curve rows."""
     workers = start_workers(args.device)
-    train_cfg = TrainConfig(**fields_from_args(TrainConfig, args))
-    train_cfg.validate()
+    autocast_dtype(workers.device, args.precision)
+    train_cfg = TrainConfig(**fields_from_args(TrainConfig, args)).validate()
     seed_everything(train_cfg.seed, workers.device)
     classes = read_class_names(args.classes)
     answers = class_answers(classes, args.descriptions, args.description_words)
@@ -432,7 +446,7 @@ def train_lora(args: argparse.Namespace) -> tuple[Recognizer, list[dict]]:
             gradient_checkpointing_kwargs={"use_reentrant": False})
     config = {"spec": spec.to_json(), "train": asdict(train_cfg), "inputs": inputs}
     training = LoraTraining(recognizer, data, train_cfg, args.micro_batch_size, Path(args.out),
-                            config, workers)
+                            config, workers, args.precision)
     log.info("%s: %d train samples, %d steps of %d, %.2fM trainable parameters", args.method,
              len(data), training.total_steps, train_cfg.batch_size,
              sum(p.numel() for p in training.params) / 1e6)
@@ -482,7 +496,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--lr", type=positive_float, default=train.lr)
     g.add_argument("--weight-decay", type=non_negative_float, default=train.weight_decay)
-    g.add_argument("--epochs", type=positive_int, default=train.epochs)
+    g.add_argument("--epochs", type=non_negative_int, default=train.epochs,
+                   help="passes over the train split; 0 = as many as --max-steps needs")
     g.add_argument("--max-steps", type=non_negative_int, default=train.max_steps,
                    help="stop after this many steps (0: no cap)")
     g.add_argument("--batch-size", type=positive_int, default=train.batch_size,
@@ -496,6 +511,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction,
                    default=False, help="recompute activations in backward (large models)")
     g.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    add_precision_argument(g)
     g.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads (default: torch's)")
     g.add_argument("--checkpoint-every", type=non_negative_int, default=50,

@@ -14,9 +14,13 @@ spliced into an instruction and answering with the class name.
 Both splice their tokens into "Given a sequence of action tokens [tokens], please predict the
 corresponding action." (LLM-AR's instruction; SUGAR reuses it), wrapped in the tokenizer's
 chat template when it has one, and learn with cross-entropy on the answer tokens only (LLM-AR
-Eq. 13, SUGAR Eq. 5). A trained recognizer is a folder: ``adapter.safetensors`` (LoRA +
-action-token embeddings or projector) and ``recognizer.json`` (everything else); loading it
-never unpickles and refuses another base model than the one it was trained on.
+Eq. 13, SUGAR Eq. 5). The LLM loads in the dtype prepare-llm recorded (``llm_dtype``); what
+trains (LoRA matrices, action-token embeddings, projector) is float32 whatever that dtype, so
+the optimiser never steps bfloat16 weights, and the skeleton tokens are cast to the LLM's
+embedding dtype where they enter it. A trained recognizer is a folder: ``adapter.safetensors``
+(LoRA + action-token embeddings or projector, float32) and ``recognizer.json`` (everything
+else); loading it never unpickles and refuses another base model than the one it was trained
+on.
 """
 
 from __future__ import annotations
@@ -156,7 +160,8 @@ class Recognizer(nn.Module):
         self.tokenizer = AutoTokenizer.from_pretrained(hf_dir)
         base = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=llm_dtype(llm_dir))
         hidden = base.get_input_embeddings().embedding_dim
-        self.model = get_peft_model(base, spec.lora.peft_config())
+        # peft's default, pinned: adapters of a bf16/fp16 LLM are made float32 (master weights)
+        self.model = get_peft_model(base, spec.lora.peft_config(), autocast_adapter_dtype=True)
         if spec.method == "llm_ar":
             codebook = torch.zeros(spec.codes, hidden) if codebook is None else codebook
             self.bridge = ActionTokenEmbedding(codebook, spec.train_action_embeddings)

@@ -194,11 +194,12 @@ def load_encoder(path: str | os.PathLike, device: torch.device | str = "cpu") ->
 @torch.no_grad()
 def predict_logits(model: SkeletonEncoder, store: SequenceStore, window: int,
                    interval: tuple[float, ...], device: torch.device,
-                   batch_size: int = 256) -> torch.Tensor:
-    """[N, K] class logits of every sample of ``store`` (deterministic centred crops)."""
+                   batch_size: int = 256, precision: str = "auto") -> torch.Tensor:
+    """[N, K] float32 class logits of every sample of ``store`` (deterministic centred crops),
+    under actionlm.device's ``precision``."""
     model.eval()
     out = []
-    with autocast(device):
+    with autocast(device, precision):
         for start in range(0, len(store), batch_size):
             index = torch.arange(start, min(start + batch_size, len(store)))
             out.append(model(make_clips(store, index, window, interval).to(device)).float().cpu())
@@ -206,7 +207,7 @@ def predict_logits(model: SkeletonEncoder, store: SequenceStore, window: int,
 
 
 def accuracy(model: SkeletonEncoder, store: SequenceStore, window: int,
-             interval: tuple[float, ...], device: torch.device) -> float:
+             interval: tuple[float, ...], device: torch.device, precision: str = "auto") -> float:
     """Top-1 of ``model`` on every sample of ``store``."""
-    logits = predict_logits(model, store, window, interval, device)
+    logits = predict_logits(model, store, window, interval, device, precision=precision)
     return (logits.argmax(1) == store.labels).float().mean().item()

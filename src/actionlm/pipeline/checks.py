@@ -11,6 +11,7 @@ from actionlm.config import validate_config
 from actionlm.data.prepare import class_list, protocol_problem
 from actionlm.errors import ActionlmError
 from actionlm.pipeline.runs import deep_merge
+from actionlm.pipeline.stages import encoder_of
 
 
 def names_problems(config: dict) -> list[str]:
@@ -41,6 +42,31 @@ def names_problems(config: dict) -> list[str]:
     return problems
 
 
+def shadowed_variant_keys(config: dict) -> list[str]:
+    """An ablation variant that sets a common encoders key which its method's own block
+    (encoders.{method}, in the main config or a per_dataset block) overrides would train the
+    main run's encoder again under another name: an error naming both keys."""
+    blocks = [("encoders", config["encoders"])] + [
+        (f"per_dataset.{name}.encoders", overlay["encoders"])
+        for name, overlay in config["per_dataset"].items() if "encoders" in overlay]
+    problems = []
+    for table, spec in config["ablations"]["tables"].items():
+        for variant, overlay in spec["variants"].items():
+            method = overlay.get("method", spec["method"])
+            if method == "llm_ar":
+                continue
+            encoder = encoder_of(method)
+            for section, values in overlay.get("encoders", {}).items():
+                for key in values if section in ("network", "train") else ():
+                    problems += [
+                        f"ablations.tables.{table}.variants.{variant}.encoders.{section}.{key}: "
+                        f"{where}.{encoder}.{section}.{key} overrides it for {encoder}; set "
+                        f"encoders.{encoder}.{section}.{key} in the variant instead"
+                        for where, encoders in blocks
+                        if key in encoders.get(encoder, {}).get(section, {})]
+    return problems
+
+
 def dataset_problems(config: dict) -> list[str]:
     """What each dataset entry cannot do, known before any file is read: a class list its
     format cannot resolve, an unseen{K} with K not below its class count, a standard protocol
@@ -62,6 +88,6 @@ def dataset_problems(config: dict) -> list[str]:
 def check_config(config: dict, schema: str | Path, source: str = "config") -> None:
     """Raise ActionlmError listing every problem of ``config``."""
     validate_config(config, schema, source)
-    problems = names_problems(config) + dataset_problems(config)
+    problems = names_problems(config) + dataset_problems(config) + shadowed_variant_keys(config)
     if problems:
         raise ActionlmError(f"{source} is invalid:\n" + "\n".join(f"  {p}" for p in problems))

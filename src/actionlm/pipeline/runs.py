@@ -1,4 +1,5 @@
-"""Runs: the main config, or the main config with an overlay merged on top.
+"""Runs: the main config, or the main config with an overlay merged on top; and the settings a
+job of a run on one dataset sees.
 
 A run is named by its ``{run}`` wildcard (actionlm.pipeline.paths): ``""`` is the main run,
 ``ablations/{table}/{variant}/`` an ablation variant (its overlay on ``encoders``, ``vqvae``
@@ -6,12 +7,17 @@ and ``lora``), and ``cross/{source}/{source_protocol}/`` applies the models of t
 ``source``/``source_protocol`` to another dataset (cross-dataset zero-shot). Which run an
 output of a run belongs to is decided by actionlm.pipeline.stages: a stage whose flags an
 overlay leaves unchanged resolves to the main run's output.
+
+Settings are layered: the main config, then the dataset's ``per_dataset`` block (a paper's
+settings for that dataset: GAP trains NW-UCLA with another schedule than NTU), then the run's
+overlay (an ablation varies the setting it runs on). Within ``encoders``, a method's own block
+(``encoders.gap.train.lr``) wins over the common keys (actionlm.pipeline.stages).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MAIN = ""
 OVERLAY_SECTIONS = ("encoders", "vqvae", "lora")
@@ -20,7 +26,7 @@ OVERLAY_SECTIONS = ("encoders", "vqvae", "lora")
 @dataclass(frozen=True)
 class Run:
     name: str  # the {run} wildcard
-    config: dict
+    overlay: dict = field(default_factory=dict)  # its encoders / vqvae / lora over the main's
     method: str | None = None  # an ablation variant: the recognizer it trains and evaluates
     source: tuple[str, str] | None = None  # cross: the (dataset, protocol) its models are from
 
@@ -47,14 +53,19 @@ def cross_name(source: str, protocol: str) -> str:
 def make_runs(config: dict) -> dict[str, Run]:
     """Every run the config defines, by name: the main run, each ablation variant, and one
     cross run per source model that a cross_dataset entry applies."""
-    runs = {MAIN: Run(MAIN, config)}
+    runs = {MAIN: Run(MAIN)}
     for table, spec in config["ablations"]["tables"].items():
         for variant, overlay in spec["variants"].items():
             sections = {k: v for k, v in overlay.items() if k in OVERLAY_SECTIONS}
             name = ablation_name(table, variant)
-            runs[name] = Run(name, deep_merge(config, sections),
-                             method=overlay.get("method", spec["method"]))
+            runs[name] = Run(name, sections, method=overlay.get("method", spec["method"]))
     for pair in config["cross_dataset"]:
         name = cross_name(pair["source"], pair["source_protocol"])
-        runs[name] = Run(name, config, source=(pair["source"], pair["source_protocol"]))
+        runs[name] = Run(name, source=(pair["source"], pair["source_protocol"]))
     return runs
+
+
+def run_settings(config: dict, run: Run, dataset: str) -> dict:
+    """The config a job of ``run`` on ``dataset`` sees: main config < per_dataset < overlay."""
+    base = deep_merge(config, config["per_dataset"].get(dataset, {}))
+    return deep_merge(base, run.overlay)

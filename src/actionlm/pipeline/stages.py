@@ -19,12 +19,12 @@ from actionlm.data.splits import UNSEEN
 from actionlm.errors import ActionlmError
 from actionlm.pipeline import paths
 from actionlm.pipeline.flags import cli_flags
-from actionlm.pipeline.runs import MAIN, Run, deep_merge, make_runs
+from actionlm.pipeline.runs import MAIN, Run, deep_merge, make_runs, run_settings
 
 CLASSIFIERS = ("ce", "gap")  # encoders evaluated by their own classifier head
 LINEAR = "_linear"  # evaluate's {method} of a linear probe: llm_ar_linear, sugar_linear
 # keys of encoders.network / encoders.train that only one method reads (others never see them)
-TEXT_TUNING_KEYS = {"text_tuning", "text_lr"}
+TEXT_TUNING_KEYS = {"text_tuning", "text_lr", "text_optimizer"}
 ENCODER_METHOD_KEYS = {
     "gap": {"parts", "gap_weight", "global_text", *TEXT_TUNING_KEYS},
     "sugar": {"positives", "sugar_kinds", "temperature", *TEXT_TUNING_KEYS},
@@ -38,11 +38,15 @@ def encoder_of(method: str) -> str:
 
 
 def encoder_options(cfg: dict, method: str) -> dict:
-    """train-encoder's options for ``method``: encoders.network + encoders.train without the
-    other methods' keys; a fine-tuned text encoder is the one knowledge.text_encoder names."""
+    """train-encoder's options for ``method``: encoders.network + encoders.train with the
+    method's own block (encoders.{method}) on top, without the other methods' keys; a
+    fine-tuned text encoder is the one knowledge.text_encoder names."""
+    encoders = cfg["encoders"]
+    own = encoders[method]
     foreign = set().union(*ENCODER_METHOD_KEYS.values()) - ENCODER_METHOD_KEYS.get(method, set())
     options = {k: v for section in ("network", "train")
-               for k, v in cfg["encoders"][section].items() if k not in foreign}
+               for k, v in {**encoders[section], **own.get(section, {})}.items()
+               if k not in foreign}
     if options.get("text_tuning") == "finetune":
         text = cfg["knowledge"]["text_encoder"]
         options.update(text_backend=text["backend"], text_model=text["model"],
@@ -57,14 +61,15 @@ def lora_options(cfg: dict, method: str) -> dict:
     return options
 
 
-def test_interval(cfg: dict) -> float:
-    """The centred crop share of inference clips (encoders.train.test_interval holds one)."""
-    return cfg["encoders"]["train"]["test_interval"][0]
+def test_interval(cfg: dict, method: str) -> float:
+    """The centred crop share of ``method``'s encoder's inference clips (test_interval holds
+    one)."""
+    return encoder_options(cfg, method)["test_interval"][0]
 
 
 def evaluate_options(cfg: dict, method: str, zero_shot: bool) -> dict:
     if method in CLASSIFIERS:
-        return {"method": method, "test_interval": test_interval(cfg)}
+        return {"method": method, "test_interval": test_interval(cfg, method)}
     if method.endswith(LINEAR):
         return {"method": "linear_probe", "zero_shot": zero_shot}
     ev = cfg["llm_eval"]
@@ -82,7 +87,7 @@ def signature(stage: str, cfg: dict, method: str | None) -> tuple:
     if stage == "train_encoder":
         return (encoder_options(cfg, encoder_of(method)),)
     if stage == "extract_features":
-        return signature("train_encoder", cfg, method), test_interval(cfg)
+        return signature("train_encoder", cfg, method), test_interval(cfg, encoder_of(method))
     if stage == "lora":
         upstream = "tokenize" if method == "llm_ar" else "extract_features"
         return (signature(upstream, cfg, method), lora_options(cfg, method),
@@ -102,6 +107,7 @@ class Pipeline:
     def __init__(self, config: dict):
         self.config = config
         self.runs = make_runs(config)
+        self._settings: dict[tuple[str, str], dict] = {}
 
     # ------------------------------------------------------------------ runs
 
@@ -111,12 +117,21 @@ class Pipeline:
                                 "or cross_dataset)")
         return self.runs[name]
 
-    def owner(self, run: Run, stage: str, method: str | None) -> str:
-        """The run whose output of ``stage`` ``run`` uses."""
+    def settings(self, run: str, dataset: str) -> dict:
+        """The config a job of run ``run`` on ``dataset`` sees (actionlm.pipeline.runs)."""
+        if (run, dataset) not in self._settings:
+            self._settings[run, dataset] = run_settings(self.config, self.run(run), dataset)
+        return self._settings[run, dataset]
+
+    def job_settings(self, wc: dict) -> dict:
+        return self.settings(wc["run"], wc["dataset"])
+
+    def owner(self, run: Run, stage: str, method: str | None, dataset: str) -> str:
+        """The run whose output of ``stage`` on ``dataset`` ``run`` uses."""
         if run.source is not None:
             return MAIN if stage in MODEL_STAGES else run.name
-        if run.name == MAIN or signature(stage, run.config, method) == signature(
-                stage, self.config, method):
+        if run.name == MAIN or signature(stage, self.settings(run.name, dataset), method) == \
+                signature(stage, self.settings(MAIN, dataset), method):
             return MAIN
         return run.name
 
@@ -126,7 +141,8 @@ class Pipeline:
         dataset, protocol = wc["dataset"], wc["protocol"]
         if run.source is not None and stage in MODEL_STAGES:
             dataset, protocol = run.source
-        return paths.output(stage, name, run=self.owner(run, stage, method), dataset=dataset,
+        return paths.output(stage, name, run=self.owner(run, stage, method, dataset),
+                            dataset=dataset,
                             protocol=protocol, method=method or "")
 
     # ------------------------------------------------------------------ shared pieces
@@ -207,13 +223,13 @@ class Pipeline:
                 "model": self.upstream("train_encoder", "best", wc, wc["method"])}
 
     def _lora_inputs(self, wc: dict) -> dict:
-        method, run = wc["method"], self.run(wc["run"])
+        method = wc["method"]
         inputs = {"llm": self.llm(), **self.data(wc["dataset"], "classes")}
         if method == "llm_ar":
             return {**inputs, "sentences": self.upstream("tokenize", "sentences", wc),
                     "vqvae": self.upstream("train_vqvae", "model", wc)}
         inputs["features"] = self.upstream("extract_features", "features", wc, "sugar")
-        if run.config["lora"]["sugar"]["descriptions"]:
+        if self.job_settings(wc)["lora"]["sugar"]["descriptions"]:
             inputs["descriptions"] = paths.output("describe", "descriptions",
                                                   dataset=wc["dataset"])
         return inputs
@@ -282,23 +298,23 @@ class Pipeline:
         return dict(self.config["knowledge"]["text_encoder"])
 
     def _train_vqvae_options(self, wc: dict) -> dict:
-        return dict(self.run(wc["run"]).config["vqvae"]["train"])
+        return dict(self.job_settings(wc)["vqvae"]["train"])
 
     def _tokenize_options(self, wc: dict) -> dict:
         return {}
 
     def _train_encoder_options(self, wc: dict) -> dict:
         return {"method": wc["method"],
-                **encoder_options(self.run(wc["run"]).config, wc["method"])}
+                **encoder_options(self.job_settings(wc), wc["method"])}
 
     def _extract_features_options(self, wc: dict) -> dict:
-        return {"test_interval": test_interval(self.run(wc["run"]).config)}
+        return {"test_interval": test_interval(self.job_settings(wc), wc["method"])}
 
     def _lora_options(self, wc: dict) -> dict:
-        return {"method": wc["method"], **lora_options(self.run(wc["run"]).config, wc["method"])}
+        return {"method": wc["method"], **lora_options(self.job_settings(wc), wc["method"])}
 
     def _evaluate_options(self, wc: dict) -> dict:
-        return evaluate_options(self.run(wc["run"]).config, wc["method"], self.zero_shot(wc))
+        return evaluate_options(self.job_settings(wc), wc["method"], self.zero_shot(wc))
 
     # ------------------------------------------------------------------ resources
 
@@ -308,13 +324,15 @@ class Pipeline:
             return self.config["encoders"]["inference_batch_size"]
         return self.config["llm_eval"]["batch_size"]
 
-    def network_resources(self, mem_mb: int, runtime: int) -> dict:
-        """Resources of a job that runs a network (memory in MB, wall time in minutes): the
-        ``device`` its command gets and compute.gpus GPUs, which the SLURM executor turns into
-        ``sbatch --gpus=[gpu_model:]n`` in compute.gpu_partition. Resources, not params, so that
-        moving a run onto GPUs reruns nothing."""
+    def network_resources(self, stage: str) -> dict:
+        """Resources of a job that runs a network: memory (MB) and wall time (minutes) from
+        compute.limits, the ``device`` and autocast ``precision`` its command gets, and
+        compute.gpus GPUs, which the SLURM executor turns into ``sbatch --gpus=[gpu_model:]n``
+        in compute.gpu_partition. Resources, not params, so that moving a run onto GPUs (or
+        bf16) reruns nothing."""
         compute = self.config["compute"]
-        resources = {"mem_mb": mem_mb, "runtime": runtime, "device": compute["device"]}
+        resources = {**compute["limits"][stage], "device": compute["device"],
+                     "precision": compute["precision"]}
         if compute["gpus"]:
             resources["gpu"] = compute["gpus"]
             if compute["gpu_model"]:

@@ -79,7 +79,7 @@ def report_figures(pipe: Pipeline) -> list[str]:
                  if "llm_ar" in llm_methods and (p in protocols or UNSEEN.fullmatch(p))]
         lora = [p for p in protocols if llm_methods and not UNSEEN.fullmatch(p)]
         figures += [figure("plot_curves", dataset, p, kind="vqvae") for p in vqvae]
-        for protocol in protocols:
+        for protocol in protocols if config["encoders"]["methods"] else ():
             figures.append(figure("plot_curves", dataset, protocol, kind="encoder"))
             figures += [figure("plot_embedding", dataset, protocol, method=m)
                         for m in config["encoders"]["methods"]]
@@ -91,13 +91,21 @@ def figure(stage: str, dataset: str, protocol: str, **wildcards: str) -> str:
     return paths.output(stage, "figure", dataset=dataset, protocol=protocol, **wildcards)
 
 
+def uses_texts(pipe: Pipeline) -> bool:
+    """Whether a method `all` runs reads the text embeddings (GAP's and SUGAR's encoders do;
+    CE and LLM-AR alone never ask for descriptions)."""
+    methods = {*pipe.config["encoders"]["methods"], *pipe.config["llm_eval"]["methods"]}
+    return bool(methods - {"ce", "llm_ar"})
+
+
 def all_targets(pipe: Pipeline) -> list[str]:
     targets = []
     for dataset in pipe.config["run_datasets"]:
         targets.append(paths.output("prepare", "skeletons", dataset=dataset))
         targets += [paths.SPLIT.format(dataset=dataset, protocol=p)
                     for p in pipe.dataset(dataset)["protocols"]]
-        targets.append(paths.output("encode_text", "embeddings", dataset=dataset))
+        if uses_texts(pipe):
+            targets.append(paths.output("encode_text", "embeddings", dataset=dataset))
         targets += eval_targets(pipe, dataset)
         targets += [paths.output("extract_features", "features", run=MAIN, dataset=dataset,
                                  protocol=p, method=m)
@@ -136,8 +144,8 @@ def ablation_rows(pipe: Pipeline, table: str) -> list[tuple[str, str]]:
         run = pipe.run(ablation_name(table, variant))
         for dataset in datasets:
             for protocol in ablation_protocols(pipe, dataset):
-                rows.append((variant, metrics(pipe.owner(run, "evaluate", run.method), dataset,
-                                              protocol, run.method)))
+                owner = pipe.owner(run, "evaluate", run.method, dataset)
+                rows.append((variant, metrics(owner, dataset, protocol, run.method)))
     return rows
 
 

@@ -1,5 +1,5 @@
-"""Machinery shared by the training stages (device choice: actionlm.device): seeding, resumable
-checkpoints and per-epoch curves.
+"""Machinery shared by the training stages (device and precision: actionlm.device): seeding,
+the sample order of each epoch, step budgets, resumable checkpoints and per-epoch curves.
 
 Resumption is exact (a killed run, restarted, ends with the same weights as an uninterrupted
 one on CPU) because all randomness comes from torch's generators, whose states are saved, and
@@ -49,9 +49,29 @@ def reproducible_execution(device: torch.device) -> AbstractContextManager:
     return torch.jit.optimized_execution(device.type != "cpu")
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The sample order of one epoch, a pure function of (seed, epoch)."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+def epoch_order(n: int, seed: int, epoch: int, repeat: int = 1) -> torch.Tensor:
+    """The sample order of one epoch, a pure function of (seed, epoch): a permutation of the
+    ``n`` samples listed ``repeat`` times, so that each comes ``repeat`` times per epoch (the
+    ``repeat`` of GAP's NW-UCLA feeder, MartinXM/GAP feeders/feeder_ucla.py: its shuffled
+    loader draws index % n from n x repeat indices). Repeat 1: a permutation of the n."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n * repeat, generator=generator) % n
+
+
+def check_step_budget(epochs: int, max_steps: int, stage: str) -> None:
+    """``--epochs 0`` (as many epochs as ``--max-steps`` needs) needs a step count."""
+    if epochs == 0 and max_steps == 0:
+        raise ActionlmError(f"{stage}: --epochs 0 (as many epochs as --max-steps needs) needs "
+                            "--max-steps > 0")
+
+
+def step_budget(epochs: int, max_steps: int, steps_per_epoch: int) -> int:
+    """The optimiser steps of a run: every step of ``epochs`` epochs, capped at ``max_steps``
+    (0 = no cap); ``epochs`` 0 = as many epochs as ``max_steps`` needs, the last one cut short
+    (LLM-AR counts iterations, not epochs: 300k for the VQ-VAE, 75k for LoRA)."""
+    if epochs == 0:
+        return max_steps
+    return min(epochs * steps_per_epoch, max_steps or epochs * steps_per_epoch)
 
 
 def rng_state() -> dict[str, torch.Tensor]:

@@ -5,11 +5,16 @@ Methods: ``ce`` (cross-entropy baseline), ``gap`` (CE + lambda x GAP's multi-par
 loss against the class descriptions, Eq. 1 and 6) and ``sugar`` (SUGAR step 2: MIL-NCE
 against several positive texts per skeleton, Eq. 3; CTR-GCN without temporal pooling).
 
-Clips are cut and resized a batch at a time (actionlm.data.clips). SGD with Nesterov momentum,
-linear warm-up then step or cosine decay (per step), gradient-norm clipping, bf16 autocast on
-CUDA. ``best.safetensors`` is the epoch with the best top-1 on the split table's ``val`` split
-(split with --val-fraction); without a val split it is the last epoch (the test split is
-never looked at). A NaN/inf loss stops the run with the last good checkpoint kept.
+Clips are cut and resized a batch at a time (actionlm.data.clips); an epoch passes over the
+training set --repeat times, in one seeded shuffle (GAP's NW-UCLA feeder: ``repeat: 5``). SGD
+with Nesterov momentum, linear warm-up then step or cosine decay (per step), gradient-norm
+clipping, bf16 autocast per --precision (actionlm.device; CE and the contrastive terms in
+float32). A fine-tuned text encoder (--text-tuning finetune) learns with its own AdamW
+(--text-optimizer adamw, --text-lr) or, as in GAP (main_multipart_ntu.py load_optimizer), in
+the network's SGD at the schedule's learning rate (sgd). ``best.safetensors`` is the epoch
+with the best top-1 on the split table's ``val`` split (split with --val-fraction); without a
+val split it is the last epoch (the test split is never looked at). A NaN/inf loss stops the
+run with the last good checkpoint kept.
 
 Resumable: OUT/checkpoints/ holds the newest checkpoint (every --checkpoint-every steps and at
 each epoch's end); rerunning the same command continues from it and, on CPU, ends with the
@@ -49,7 +54,13 @@ from actionlm.data.classes import read_class_names
 from actionlm.data.clips import SequenceStore, load_sequences, make_clips
 from actionlm.data.skeleton_layouts import layout_for_joints
 from actionlm.data.split_files import SplitFiles, add_split_arguments, check_window
-from actionlm.device import autocast, select_device, set_threads
+from actionlm.device import (
+    add_precision_argument,
+    autocast,
+    autocast_dtype,
+    select_device,
+    set_threads,
+)
 from actionlm.errors import ActionlmError
 from actionlm.io import write_json
 from actionlm.models.encoder import (
@@ -80,6 +91,7 @@ log = logging.getLogger(__name__)
 CURVE_COLUMNS = ["epoch", "step", "loss", "ce", "contrastive", "train_top1", "val_top1", "lr",
                  "seconds"]
 SUMS = ("loss", "ce", "contrastive", "correct")
+TEXT_OPTIMIZERS = ("adamw", "sgd")
 
 
 @dataclass(frozen=True)
@@ -104,12 +116,14 @@ class TrainConfig:
     temperature: float = 0.1  # SUGAR's tau
     text_tuning: str = "frozen"  # frozen (stored embeddings) or finetune (train the text encoder)
     text_lr: float = 1e-5  # AdamW learning rate of a fine-tuned text encoder
+    text_optimizer: str = "adamw"  # adamw (own AdamW, text_lr) or sgd (GAP: in the network's SGD)
+    repeat: int = 1  # passes over the training set per epoch (GAP's NW-UCLA feeder: 5)
     seed: int = 0
 
     def validate(self) -> TrainConfig:
         problems = []
-        if self.epochs < 1 or self.batch_size < 2 or not self.lr > 0:
-            problems.append("need epochs >= 1, batch_size >= 2, lr > 0")
+        if self.epochs < 1 or self.batch_size < 2 or not self.lr > 0 or self.repeat < 1:
+            problems.append("need epochs >= 1, batch_size >= 2, lr > 0, repeat >= 1")
         if self.schedule not in ("step", "cosine"):
             problems.append(f"schedule {self.schedule!r} is not step or cosine")
         intervals = (self.train_interval, self.test_interval)
@@ -120,6 +134,8 @@ class TrainConfig:
             problems.append("need positives >= 1, temperature > 0, gap_weight >= 0")
         if self.text_tuning not in ("frozen", "finetune"):
             problems.append(f"text_tuning {self.text_tuning!r} is not frozen or finetune")
+        if self.text_optimizer not in TEXT_OPTIMIZERS:
+            problems.append(f"text_optimizer {self.text_optimizer!r} is not adamw or sgd")
         if self.global_text not in ("synonym", "paragraph"):
             problems.append(f"global_text {self.global_text!r} is not synonym or paragraph")
         if problems:
@@ -188,10 +204,12 @@ class LanguageTargets(nn.Module):
 class EncoderTraining:
     def __init__(self, files: SplitFiles, classes: Path, out_dir: Path, model_options: dict,
                  train_cfg: TrainConfig, texts_path: Path | None, device: torch.device,
-                 text_encoder: dict | None = None):
+                 text_encoder: dict | None = None, precision: str = "auto"):
         """``text_encoder``: build_text_encoder's backend/model/pretrained, for
-        ``text_tuning: finetune`` (the encoder that made the text table)."""
-        self.out_dir, self.device = out_dir, device
+        ``text_tuning: finetune`` (the encoder that made the text table); ``precision``:
+        actionlm.device's (a resource: not in config.json, a checkpoint resumes under any)."""
+        autocast_dtype(device, precision)
+        self.out_dir, self.device, self.precision = out_dir, device, precision
         self.cfg = train_cfg.validate()
         seed_everything(train_cfg.seed, device)
         names = read_class_names(classes)
@@ -211,9 +229,10 @@ class EncoderTraining:
         self.model_cfg = self.encoder_config(model_options, store, names,
                                              texts.width if texts else 0, files, classes)
         self.model = SkeletonEncoder(self.model_cfg)
-        log.info("%s encoder (%s, c=%d): %d parameters, %d train / %d val samples",
-                 self.model_cfg.method, self.model_cfg.backbone, self.model_cfg.base_channels,
-                 parameter_count(self.model), len(self.train), len(self.val or []))
+        log.info("%s encoder (%s, c=%d): %d parameters, %d train (x%d per epoch) / %d val "
+                 "samples", self.model_cfg.method, self.model_cfg.backbone,
+                 self.model_cfg.base_channels, parameter_count(self.model), len(self.train),
+                 train_cfg.repeat, len(self.val or []))
         # trained besides the network: GAP's logit scales, a fine-tuned text encoder
         self.extras = nn.ModuleDict()
         self.targets = None
@@ -230,22 +249,33 @@ class EncoderTraining:
             self.extras["contrastive"] = MultiPartContrastiveLoss(len(self.model_cfg.part_groups))
         self.model.to(device)
         self.extras.to(device)
-        text_params = [p for n, p in self.extras.named_parameters() if n.startswith("texts.")]
-        other = [p for n, p in self.extras.named_parameters() if not n.startswith("texts.")]
-        self.optimizers = [torch.optim.SGD(
-            [*self.model.parameters(), *other], lr=train_cfg.lr, momentum=train_cfg.momentum,
-            nesterov=True, weight_decay=train_cfg.weight_decay)]
-        if text_params:  # a pretrained transformer: a small AdamW step, not SGD at lr 0.1
-            self.optimizers.append(torch.optim.AdamW(text_params, lr=train_cfg.text_lr))
+        self.optimizers = self.build_optimizers()
         self.config = {
             "data": {"skeletons": str(files.skeletons), "split": str(files.split),
                      "protocol": files.protocol, "classes": str(classes),
                      "texts": str(texts_path) if texts_path else None},
             "model": asdict(self.model_cfg), "train": asdict(train_cfg),
-            "text_encoder": text_encoder if text_params else None,
+            "text_encoder": text_encoder if "texts" in self.extras else None,
             "parameters": parameter_count(self.model),
         }
         self.store = CheckpointStore(out_dir / "checkpoints", self.config)
+
+    def build_optimizers(self) -> list[torch.optim.Optimizer]:
+        """SGD (Nesterov) for the network and GAP's logit scales; a fine-tuned text encoder
+        joins it (``text_optimizer: sgd``, GAP's load_optimizer: its te_lr_ratio group is
+        overwritten by adjust_learning_rate, which sets every group to the schedule's lr) or
+        gets its own AdamW at ``text_lr`` (``adamw``: a pretrained transformer takes a small
+        step, not SGD at lr 0.1)."""
+        cfg = self.cfg
+        text = [p for n, p in self.extras.named_parameters() if n.startswith("texts.")]
+        other = [p for n, p in self.extras.named_parameters() if not n.startswith("texts.")]
+        joined = text if cfg.text_optimizer == "sgd" else []
+        optimizers: list[torch.optim.Optimizer] = [torch.optim.SGD(
+            [*self.model.parameters(), *other, *joined], lr=cfg.lr, momentum=cfg.momentum,
+            nesterov=True, weight_decay=cfg.weight_decay)]
+        if text and not joined:
+            optimizers.append(torch.optim.AdamW(text, lr=cfg.text_lr))
+        return optimizers
 
     @staticmethod
     def encoder_config(options: dict, store: SequenceStore, names: list[str],
@@ -297,7 +327,7 @@ class EncoderTraining:
         lr = self.cfg.learning_rate(progress.step, steps_per_epoch)
         for group in self.optimizers[0].param_groups:
             group["lr"] = lr
-        with autocast(self.device):
+        with autocast(self.device, self.precision):
             loss, parts = self.losses(clips, labels, generator)
         if not torch.isfinite(loss):
             raise ActionlmError(
@@ -326,7 +356,7 @@ class EncoderTraining:
         if self.val is None:
             return float("nan")
         return accuracy(self.model, self.val, self.model_cfg.window, self.cfg.test_interval,
-                        self.device)
+                        self.device, self.precision)
 
     def resume(self) -> Progress:
         checkpoint = self.store.load()
@@ -348,12 +378,12 @@ class EncoderTraining:
     def run(self, checkpoint_every: int) -> list[dict]:
         write_json(self.config, self.out_dir / "config.json")
         progress = self.resume()
-        n, batch = len(self.train), self.cfg.batch_size
-        steps_per_epoch = max(n // batch, 1)  # full batches only (BatchNorm, contrastive)
+        n, batch, repeat = len(self.train), self.cfg.batch_size, self.cfg.repeat
+        steps_per_epoch = max(n * repeat // batch, 1)  # full batches only (BatchNorm, contrastive)
         for epoch in range(progress.epoch, self.cfg.epochs):
             started = time.perf_counter()
             self.model.train()
-            order = epoch_order(n, self.cfg.seed, epoch)
+            order = epoch_order(n, self.cfg.seed, epoch, repeat)
             bar = tqdm(total=steps_per_epoch, initial=progress.batch, unit="step", leave=False,
                        desc=f"epoch {epoch + 1}/{self.cfg.epochs}")
             for b in range(progress.batch, steps_per_epoch):
@@ -397,7 +427,7 @@ TRAIN_OPTION_TYPES = {
     "positives": positive_int, "seed": non_negative_int, "lr": positive_float,
     "momentum": Bounded(float, 0, 1), "weight_decay": non_negative_float, "gamma": positive_float,
     "clip_grad": non_negative_float, "rotate": non_negative_float,
-    "gap_weight": non_negative_float, "temperature": positive_float, "text_lr": positive_float,
+    "gap_weight": non_negative_float, "temperature": positive_float,
 }
 
 
@@ -427,6 +457,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
     for name, kind in TRAIN_OPTION_TYPES.items():
         g.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name))
+    g.add_argument("--repeat", type=positive_int, default=defaults.repeat,
+                   help="passes over the training set per epoch, in one shuffle (GAP's NW-UCLA "
+                   "feeder: 5); steps per epoch = repeat x samples // batch size")
     g.add_argument("--schedule", choices=("step", "cosine"), default=defaults.schedule)
     g.add_argument("--milestones", type=positive_int, nargs="*", default=list(defaults.milestones))
     g.add_argument("--train-interval", type=share, nargs="+",
@@ -440,12 +473,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("text encoder (GAP, SUGAR)")
     g.add_argument("--text-tuning", choices=("frozen", "finetune"), default=defaults.text_tuning,
                    help="frozen: the stored embeddings of --texts; finetune: train the text "
-                   "encoder that made them (AdamW, --text-lr)")
+                   "encoder that made them (with --text-optimizer)")
+    g.add_argument("--text-optimizer", choices=TEXT_OPTIMIZERS, default=defaults.text_optimizer,
+                   help="finetune: adamw = its own AdamW at --text-lr; sgd = GAP's choice, the "
+                   "network's SGD at the schedule's lr (--text-lr unused)")
+    g.add_argument("--text-lr", type=positive_float, default=defaults.text_lr,
+                   help="learning rate of --text-optimizer adamw (unused with sgd)")
     g.add_argument("--text-backend", choices=BACKENDS, default="sentence-transformers")
     g.add_argument("--text-model", default=None, help="as for encode-text (default: bundled)")
     g.add_argument("--text-pretrained", default=DEFAULT_CLIP_PRETRAINED,
                    help="open_clip weights, as for encode-text")
     g.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:N")
+    add_precision_argument(g)
     g.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads (default: torch's)")
     g.add_argument("--checkpoint-every", type=non_negative_int, default=200,
@@ -459,7 +498,8 @@ def run(args: argparse.Namespace) -> None:
     text_encoder = {"backend": args.text_backend, "model": args.text_model,
                     "pretrained": args.text_pretrained}
     training = EncoderTraining(SplitFiles.from_args(args), args.classes, args.out, model_options,
-                               train_cfg, args.texts, select_device(args.device), text_encoder)
+                               train_cfg, args.texts, select_device(args.device), text_encoder,
+                               args.precision)
     curves = training.run(args.checkpoint_every)
     last = curves[-1]
     log.info("trained %d epochs: loss %.4f, train top-1 %.3f, val top-1 %.3f -> %s",

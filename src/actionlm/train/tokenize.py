@@ -20,7 +20,8 @@ split n_sentences, n_tokens, used_codes, perplexity (exp of the code-frequency e
 divergence of the sorted frequencies from Zipf, Eq. 4), plus samples_per_second.
 
 Samples stream from skeletons.parquet in batches (resized on the fly) to the device and the
-Parquet writer, so memory does not grow with the dataset.
+Parquet writer, so memory does not grow with the dataset. The encoder runs under --precision
+(actionlm.device); the nearest-code search is float32 whatever it is.
 """
 
 from __future__ import annotations
@@ -42,7 +43,13 @@ from actionlm.cli_args import positive_int
 from actionlm.data.skeleton_layouts import require_same_layout
 from actionlm.data.split_files import SplitFiles, add_split_arguments
 from actionlm.data.tensors import iter_split_tensors
-from actionlm.device import autocast, select_device, set_threads
+from actionlm.device import (
+    add_precision_argument,
+    autocast,
+    autocast_dtype,
+    select_device,
+    set_threads,
+)
 from actionlm.io import atomic_path, with_metadata, write_json, write_parquet
 from actionlm.models.vqvae import load_vqvae
 from actionlm.models.vqvae_losses import LossConfig, js_divergence, perplexity, zipf_distribution
@@ -121,11 +128,13 @@ def tokenize_dataset(
     out_dir: str | Path,
     batch_size: int = 256,
     device_name: str = "auto",
+    precision: str = "auto",
 ) -> dict:
     """Write the four outputs and return the usage.json content."""
     out_dir = Path(out_dir)
     protocol = files.protocol
     device = select_device(device_name)
+    autocast_dtype(device, precision)
     model = load_vqvae(vqvae_path, device)
     cfg = model.cfg
     train_config = Path(vqvae_path).with_name("config.json")
@@ -153,7 +162,7 @@ def tokenize_dataset(
         chunks = iter_split_tensors(files, cfg.window, None, cfg.bodies, batch_size)
         for chunk in tqdm(chunks, desc="tokenize", unit="batch", delay=2):
             require_same_layout(chunk.joints.shape[3], cfg.joints, files.skeletons, vqvae_path)
-            with autocast(device):
+            with autocast(device, precision):
                 codes = model.tokenize(chunk.joints.to(device)).cpu()
             offsets = np.arange(0, codes.numel() + 1, cfg.tokens, dtype=np.int32)
             writer.write_batch(
@@ -221,6 +230,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--batch-size", type=positive_int, default=256, help="samples per batch")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    add_precision_argument(p)
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads (default: torch's)")
 
@@ -228,4 +238,4 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     tokenize_dataset(SplitFiles.from_args(args), args.vqvae, args.out, args.batch_size,
-                     args.device)
+                     args.device, args.precision)

@@ -1,6 +1,12 @@
 """Train LLM-AR's action VQ-VAE (hyperbolic codebook, human-inductive-bias losses) on the train
 split of one split table -> OUT/vqvae.safetensors, OUT/config.json, OUT/curves.parquet.
 
+Length: --epochs passes over the train split (the last batch of each may be short), capped at
+--max-steps optimiser steps (0 = no cap); --epochs 0 runs exactly --max-steps steps, as many
+epochs as they need, the last one cut short (LLM-AR counts iterations: 300k). Each epoch is a
+seeded shuffle; a cut-short epoch still gets its curve row. The encoder and decoder run under
+--precision (actionlm.device); the codebook distances and the losses are float32.
+
 Resumable: OUT/checkpoints/ holds the newest checkpoint (every --checkpoint-every steps and at
 each epoch's end); rerunning the same command continues from it and, on CPU, ends with the
 same weights as an uninterrupted run. A checkpoint made with another config is ignored.
@@ -47,7 +53,13 @@ from actionlm.data.split_files import (
     longest_sequence,
 )
 from actionlm.data.tensors import load_split
-from actionlm.device import autocast, select_device, set_threads
+from actionlm.device import (
+    add_precision_argument,
+    autocast,
+    autocast_dtype,
+    select_device,
+    set_threads,
+)
 from actionlm.errors import ActionlmError
 from actionlm.io import write_json
 from actionlm.models.vqvae import CODEBOOKS, ActionVQVAE, VQVAEConfig, save_vqvae
@@ -55,12 +67,14 @@ from actionlm.models.vqvae_losses import LossConfig, VQVAELoss, perplexity
 from actionlm.train.common import (
     Checkpoint,
     CheckpointStore,
+    check_step_budget,
     epoch_order,
     load_optimizer_state,
     reproducible_execution,
     rng_state,
     seed_everything,
     set_rng_state,
+    step_budget,
     write_curves,
 )
 
@@ -76,19 +90,22 @@ CURVE_COLUMNS = ["epoch", "step", *METRICS, "perplexity", "used_codes", "dead_co
 class TrainConfig:
     lr: float = 2e-4
     weight_decay: float = 0.0
-    epochs: int = 30
+    epochs: int = 30  # 0 = as many as max_steps needs
+    max_steps: int = 0  # cap on optimiser steps; 0 = none
     batch_size: int = 256
     seed: int = 0
     reset_every: int = 100  # dead-code reset interval in steps; 0 = never
 
     def validate(self) -> TrainConfig:
-        if not self.lr > 0 or self.weight_decay < 0 or self.epochs < 1 or self.batch_size < 1:
+        if (not self.lr > 0 or self.weight_decay < 0 or self.epochs < 0 or self.max_steps < 0
+                or self.batch_size < 1):
             raise ActionlmError(
-                "VQ-VAE train config: need lr > 0, weight_decay >= 0, epochs >= 1, "
-                f"batch_size >= 1; got {asdict(self)}"
+                "VQ-VAE train config: need lr > 0, weight_decay >= 0, epochs >= 0, "
+                f"max_steps >= 0, batch_size >= 1; got {asdict(self)}"
             )
         if self.reset_every < 0:
             raise ActionlmError(f"VQ-VAE train config: reset_every {self.reset_every} < 0")
+        check_step_budget(self.epochs, self.max_steps, "train-vqvae")
         return self
 
 
@@ -169,8 +186,10 @@ class VQVAETraining:
     """One training run: data, model, loss, optimisers, and its checkpoint store."""
 
     def __init__(self, files: SplitFiles, llm_dir, out_dir, model_options: dict,
-                 loss_cfg: LossConfig, train_cfg: TrainConfig, device: torch.device):
-        self.out_dir = Path(out_dir)
+                 loss_cfg: LossConfig, train_cfg: TrainConfig, device: torch.device,
+                 precision: str = "auto"):
+        autocast_dtype(device, precision)
+        self.out_dir, self.precision = Path(out_dir), precision
         self.train_cfg = train_cfg.validate()
         loss_cfg.validate()
         llm = llm_embedding_rows(llm_dir, model_options.get("width"))
@@ -179,6 +198,9 @@ class VQVAETraining:
         seed_everything(train_cfg.seed, device)
         check_window(probe.window, longest_sequence(files, ("train",)))
         self.data = load_split(files, "train", probe.window, probe.bodies)
+        self.steps_per_epoch = math.ceil(len(self.data) / train_cfg.batch_size)
+        self.total_steps = step_budget(train_cfg.epochs, train_cfg.max_steps,
+                                       self.steps_per_epoch)
         self.cfg = VQVAEConfig(**{**asdict(probe), "joints": self.data.joints.shape[3]})
         self.config = {
             "data": {"skeletons": str(files.skeletons), "split": str(files.split),
@@ -215,7 +237,7 @@ class VQVAETraining:
 
     def step(self, joints: torch.Tensor, step: int, tally: EpochTally) -> dict[str, float]:
         """One optimisation step (Eq. 12) on a batch of raw joints."""
-        with autocast(self.device):
+        with autocast(self.device, self.precision):
             out = self.model(joints.to(self.device))
             total, parts = self.criterion(out, self.model.codebook)
         for opt in self.optimizers:
@@ -238,23 +260,24 @@ class VQVAETraining:
     def _run(self, checkpoint_every: int) -> list[dict]:
         write_json(self.config, self.out_dir / "config.json")
         progress = self.resume()
-        n, batch, epochs = len(self.data), self.train_cfg.batch_size, self.train_cfg.epochs
-        steps_per_epoch = math.ceil(n / batch)
+        n, batch = len(self.data), self.train_cfg.batch_size
+        epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.model.train()
         for epoch in range(progress.epoch, epochs):
             started = time.perf_counter()
             order = epoch_order(n, self.train_cfg.seed, epoch)
             progress.tally = progress.tally or EpochTally.empty(self.cfg.codes)
-            bar = tqdm(total=steps_per_epoch, initial=progress.batch, unit="step", leave=False,
+            steps = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
+            bar = tqdm(total=steps, initial=progress.batch, unit="step", leave=False,
                        desc=f"epoch {epoch + 1}/{epochs}")
-            for b in range(progress.batch, steps_per_epoch):
+            for b in range(progress.batch, steps):
                 progress.step += 1
                 values = self.step(self.data.joints[order[b * batch : (b + 1) * batch]],
                                    progress.step, progress.tally)
                 progress.batch = b + 1
                 bar.update()
                 bar.set_postfix(loss=f"{values['loss']:.4f}", rec=f"{values['rec']:.4f}")
-                mid_epoch = b + 1 < steps_per_epoch
+                mid_epoch = b + 1 < steps
                 if checkpoint_every and progress.step % checkpoint_every == 0 and mid_epoch:
                     self.save(progress)
             bar.close()
@@ -279,13 +302,15 @@ def train_vqvae(
     train_cfg: TrainConfig,
     device_name: str = "auto",
     checkpoint_every: int = 500,
+    precision: str = "auto",
 ) -> list[dict]:
     """Train (or resume) and write the three outputs; return the curve rows.
 
     ``model_options``: VQVAEConfig fields except ``joints`` (taken from the data) and
-    ``width`` (the LLM's hidden size; when given it must equal it)."""
+    ``width`` (the LLM's hidden size; when given it must equal it). ``precision``:
+    actionlm.device's (a resource: not in config.json, a checkpoint resumes under any)."""
     training = VQVAETraining(files, llm_dir, out_dir, model_options, loss_cfg,
-                             train_cfg, select_device(device_name))
+                             train_cfg, select_device(device_name), precision)
     return training.run(checkpoint_every)
 
 
@@ -333,12 +358,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--lr", type=positive_float, default=train.lr)
     g.add_argument("--weight-decay", type=non_negative_float, default=train.weight_decay)
-    g.add_argument("--epochs", type=positive_int, default=train.epochs)
+    g.add_argument("--epochs", type=non_negative_int, default=train.epochs,
+                   help="passes over the train split; 0 = as many as --max-steps needs")
+    g.add_argument("--max-steps", type=non_negative_int, default=train.max_steps,
+                   help="stop after this many optimiser steps (0: no cap)")
     g.add_argument("--batch-size", type=positive_int, default=train.batch_size)
     g.add_argument("--seed", type=non_negative_int, default=train.seed)
     g.add_argument("--reset-every", type=non_negative_int, default=train.reset_every,
                    help="steps between dead-code resets (0 = never)")
     g.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    add_precision_argument(g)
     g.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads (default: torch's)")
     g.add_argument("--checkpoint-every", type=non_negative_int, default=500,
@@ -354,7 +383,9 @@ def run(args: argparse.Namespace) -> None:
         train_cfg=TrainConfig(**fields_from_args(TrainConfig, args)),
         device_name=args.device,
         checkpoint_every=args.checkpoint_every,
+        precision=args.precision,
     )
     last = curves[-1]
-    log.info("trained %d epochs: rec %.4f, perplexity %.1f, %d codes used -> %s",
-             last["epoch"], last["rec"], last["perplexity"], last["used_codes"], args.out)
+    log.info("trained %d epochs (%d steps): rec %.4f, perplexity %.1f, %d codes used -> %s",
+             last["epoch"], last["step"], last["rec"], last["perplexity"], last["used_codes"],
+             args.out)
