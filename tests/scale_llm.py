@@ -15,6 +15,9 @@ from pathlib import Path
 
 import yaml
 
+from actionlm.data.classes import ntu_class_table
+from workflow_copy import write_gap_files
+
 ROOT = Path(__file__).resolve().parents[1]
 OVERLAY = ROOT / "configs/paper/scale_smoke.yaml"
 # LLaMA-2-7B's shape (Touvron et al. 2023, Table 1: dimension 4096, 32 heads, 32 layers, context
@@ -35,7 +38,7 @@ def write_fixtures(work: Path, layers: int = 1) -> None:
     """The overlay's LLM folder and GAP texts, below the workflow folder ``work``."""
     llm, gap = overlay_paths(work)
     write_scale_llm(llm, layers)
-    write_gap_texts(gap)
+    write_gap_files(gap, ntu_class_table("ntu60").names)  # line k: A(k), as GAP's NTU files
 
 
 def smollm2_tokenizer():
@@ -63,24 +66,6 @@ def write_scale_llm(folder: Path, layers: int = 1, seed: int = 0) -> Path:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    return folder
-
-
-def write_gap_texts(folder: Path) -> Path:
-    """Parts, synonyms and paragraphs of the 60 NTU60 actions in GAP's released file formats,
-    line k describing action A(k) (``import_gap_match: native-id``, as for GAP's NTU files)."""
-    from actionlm.data.classes import ntu_class_table
-
-    names = ntu_class_table("ntu60").names
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "parts.txt").write_text("".join(
-        f"{n};head faces forward;hand moves for {n};arm follows;hip turns;leg steps;foot plants\n"
-        for n in names))
-    (folder / "synonyms.txt").write_text("".join(  # short phrases, or they read as prose
-        f"{n},action {k},move {k},motion {k}\n" for k, n in enumerate(names, 1)))
-    (folder / "paragraphs.txt").write_text("".join(
-        f"{n},A person does {n}. The body moves, the arms and legs follow, and it ends.\n"
-        for n in names))
     return folder
 
 

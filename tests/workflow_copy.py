@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from actionlm.data.classes import NW_UCLA_CLASSES
 from actionlm.pipeline.runs import deep_merge
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ def tiny_nw_ucla(work: Path, shared: Path, llm: Path, **changes: dict) -> Path:
     LLM ``llm`` (a prepared folder), one short VQ-VAE epoch, 4-channel encoders for one epoch,
     one LoRA step of LLM-AR; ``changes`` are merged on top."""
     copy_workflow(work)
-    write_gap_files(work / "gap")
+    write_gap_files(work / "gap", list(NW_UCLA_CLASSES.values()))
     overlay = {
         "run_datasets": ["nw_ucla"],
         "datasets": {"nw_ucla": {"format": "nw-ucla",
@@ -69,16 +70,16 @@ def tiny_nw_ucla(work: Path, shared: Path, llm: Path, **changes: dict) -> Path:
     return work
 
 
-def write_gap_files(folder: Path) -> None:
-    """Descriptions of the NW-UCLA classes in GAP's released text formats."""
-    from actionlm.data.classes import NW_UCLA_CLASSES
-
-    names = list(NW_UCLA_CLASSES.values())
-    folder.mkdir()
+def write_gap_files(folder: Path, names: list[str]) -> Path:
+    """Parts, synonyms and paragraphs of ``names`` in GAP's released text formats, line k
+    describing class k (so ``import_gap_match`` may be name or native-id)."""
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "parts.txt").write_text("".join(
         f"{n};head faces forward;hand moves for {n};arm follows;hip turns;leg steps;foot plants\n"
         for n in names))
-    (folder / "synonyms.txt").write_text("".join(f"{n},{n} action, doing {n}\n" for n in names))
+    (folder / "synonyms.txt").write_text("".join(  # short phrases, or they read as prose
+        f"{n},action {k},move {k},motion {k}\n" for k, n in enumerate(names, 1)))
     (folder / "paragraphs.txt").write_text("".join(
         f"{n},A person does {n}. The body moves, the arms and legs follow, and it ends.\n"
         for n in names))
+    return folder
