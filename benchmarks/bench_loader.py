@@ -8,6 +8,12 @@ time, and a ``torch.utils.data.DataLoader`` collates the batches. actionlm's loa
 (``actionlm.data.clips.make_clips``) makes the same clips for a whole batch with one gather
 and one blend. Test-mode clips (centred 0.95 crop) of both are checked to be equal.
 
+Then the skeleton streams (actionlm.data.streams): clips/s of make_clips on the same batches
+for each modality (joint, bone, joint_motion, bone_motion; the sequences loaded once per
+stream, its bones taken at load), best of --stream-rounds rounds that take the modalities in
+turn, and each one's ratio to the joint stream (target: bone and motion streams within 10 %
+of joint).
+
     python benchmarks/bench_loader.py                        # synthetic default data
     python benchmarks/bench_loader.py --data results/data/nw_ucla --protocol view2 --workers 2
 """
@@ -27,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from actionlm.data.clips import SequenceStore, load_sequences, make_clips
 from actionlm.data.prepare import prepare
 from actionlm.data.split_files import SplitFiles
+from actionlm.data.streams import MODALITIES
 
 MAX_FRAMES = 300
 
@@ -94,6 +101,26 @@ class PerSampleFeeder(Dataset):
         return clip, self.labels[index]
 
 
+def stream_rates(files: SplitFiles, args: argparse.Namespace) -> dict[str, float]:
+    """Training clips/s of make_clips per modality on the same batches (best of the rounds)."""
+    stores = {m: load_sequences(files, ("train",), modality=m) for m in MODALITIES}
+    store, batches = stores["joint"], []
+    for epoch in range(args.epochs):
+        order = torch.randperm(len(store), generator=torch.Generator().manual_seed(epoch))
+        batches += [order[b * args.batch_size: (b + 1) * args.batch_size]
+                    for b in range(len(store) // args.batch_size)]
+    best = dict.fromkeys(MODALITIES, 0.0)
+    for _ in range(args.stream_rounds):
+        for modality in MODALITIES:
+            started = time.perf_counter()
+            for b, index in enumerate(batches):
+                make_clips(stores[modality], index, args.window, (0.5, 1.0), args.rotate,
+                           torch.Generator().manual_seed(b))
+            rate = len(batches) * args.batch_size / (time.perf_counter() - started)
+            best[modality] = max(best[modality], rate)
+    return best
+
+
 def dataset(args: argparse.Namespace, scratch: Path) -> tuple[Path, str]:
     if args.data:
         return args.data, args.protocol
@@ -111,11 +138,15 @@ def main() -> None:
     parser.add_argument("--rotate", type=float, default=0.3)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=0, help="baseline DataLoader workers")
+    parser.add_argument("--stream-rounds", type=int, default=3,
+                        help="rounds over the modalities (each one's best rate is kept)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as scratch:
         data, protocol = dataset(args, Path(scratch))
-        store = load_sequences(SplitFiles.prepared(data, protocol), ("train",))
+        files = SplitFiles.prepared(data, protocol)
+        store = load_sequences(files, ("train",))
+        rates = stream_rates(files, args)
     padded = padded_array(store)
     feeder = PerSampleFeeder(padded, store.labels.numpy(), args.window, (0.95,), 0.0)
     reference = torch.from_numpy(np.stack([feeder[i][0] for i in range(len(store))]))
@@ -151,6 +182,10 @@ def main() -> None:
           f"{base_rate:,.0f} samples/s")
     print(f"actionlm batched clips (1 thread):          {our_rate:,.0f} samples/s")
     print(f"speed-up: {our_rate / base_rate:.1f}x  (target >= 5x)")
+
+    print(f"skeleton streams, make_clips on the same batches (best of {args.stream_rounds}):")
+    for modality, rate in rates.items():
+        print(f"  {modality:<12} {rate:>9,.0f} clips/s  {rate / rates['joint']:.2f} x joint")
 
 
 if __name__ == "__main__":

@@ -148,6 +148,7 @@ evaluate --test-interval 0 -1 nan
 evaluate --batch-size 0
 evaluate --threads 0
 evaluate --describe-tokens -1
+ensemble --weights -1 nan inf
 lora --description-words 0
 lora --lora-r 0
 lora --lora-alpha 0 nan
@@ -189,7 +190,7 @@ def test_every_numeric_option_is_bounded_and_covered():
         options = numeric_options(stage)
         assert [o for o, kind in options.items() if not isinstance(kind, Bounded)] == [], stage
         assert {(stage, o) for o in options} == {c for c in covered if c[0] == stage}, stage
-    assert (len(covered), len(BOUND_CASES)) == (101, 133)  # options, out-of-range values
+    assert (len(covered), len(BOUND_CASES)) == (102, 136)  # options, out-of-range values
 
 
 @pytest.mark.parametrize(("command", "option", "value"), BOUND_CASES)

@@ -170,21 +170,33 @@ def test_gap_trains_ce_and_gap_on_the_papers_schedule(dry_run, paper, dataset, m
     jobs = dry_run(paper, dataset, mode)
     expected = GAP_NW_UCLA if dataset == "nw_ucla" else GAP_NTU
     trained = of_rule(jobs, "train_encoder")
-    assert {(j.wildcards["method"], j.wildcards["protocol"]) for j in trained} == {
-        (m, p) for m in ("ce", "gap") for p in PROTOCOLS[dataset]}
+    # GAP on its four streams (Sec. 4.4; the main run is joint), CE on joints
+    runs = [""] + [f"streams/{m}/" for m in ("bone", "joint_motion", "bone_motion")]
+    assert {(j.wildcards["method"], j.wildcards["run"], j.wildcards["protocol"])
+            for j in trained} == {("ce", "", p) for p in PROTOCOLS[dataset]} | {
+        ("gap", run, p) for run in runs for p in PROTOCOLS[dataset]}
     for job in trained:
-        assert job.wildcards["dataset"] == dataset and job.wildcards["run"] == ""
-        assert_options(job, {"method": job.wildcards["method"], **expected})
+        modality = job.wildcards["run"].removeprefix("streams/").rstrip("/") or "joint"
+        assert job.wildcards["dataset"] == dataset
+        assert_options(job, {"method": job.wildcards["method"], "modality": modality, **expected})
         if job.wildcards["method"] == "gap":
             assert_options(job, GAP_ONLY)
         else:  # CE: the same schedule, none of GAP's keys (a GAP key never reruns CE)
             assert not {"--parts", "--gap-weight", "--text-tuning", "--text-optimizer",
                         "--global-text"} & set(job.tokens())
     evaluated = of_rule(jobs, "evaluate")
-    assert {(j.wildcards["method"], j.wildcards["protocol"]) for j in evaluated} == {
-        (m, p) for m in ("ce", "gap") for p in PROTOCOLS[dataset]}
+    assert len(evaluated) == 5 * len(PROTOCOLS[dataset])
     for job in evaluated:
         assert_options(job, {"test_interval": expected["test_interval"][0]})
+    # Tables 2-4's "4 ensemble" with GAP:ensemble.py's weights (configs/nw_ucla.yaml adds the
+    # 2-stream fusion; its GAP + SUGAR fusion is left out: this run evaluates no SUGAR)
+    fused = {(j.wildcards["ensemble"], j.wildcards["protocol"]): j
+             for j in of_rule(jobs, "ensemble")}
+    names = {"gap_4stream"} | ({"gap_2stream"} if dataset == "nw_ucla" else set())
+    assert set(fused) == {(n, p) for n in names for p in PROTOCOLS[dataset]}
+    for (name, _), job in fused.items():
+        weights = [0.8, 0.8, 0.2, 0.2] if name == "gap_4stream" else [0.8, 0.8]
+        assert_options(job, {"weights": weights, "normalize": "none"})
     for job in of_rule(jobs, "encode_text"):
         assert_options(job, {"backend": "open_clip", "model": "ViT-B-32",
                              "pretrained": "openai"})

@@ -52,6 +52,10 @@ def test_result_paths_name_their_dataset_protocol_and_method():
     assert paths.result_key("results/cross/ntu60/xsub/eval/ntu120/xset/sugar/metrics.json") == \
         {"dataset": "cross", "protocol": "ntu60/xsub/ntu120/xset", "method": "sugar"}
     assert paths.result_key("results/models/ntu60/xsub/gap/best.safetensors") is None
+    assert paths.result_key("results/streams/bone/eval/ntu60/xsub/gap/metrics.json") == \
+        {"dataset": "ntu60", "protocol": "xsub", "method": "gap (bone)"}
+    assert paths.result_key("results/eval/ntu60/xsub/gap_4stream/metrics.json")["method"] == \
+        "gap_4stream"
 
 
 def test_logs_and_benchmarks_follow_the_run():
@@ -196,6 +200,71 @@ def test_gpu_jobs_ask_the_scheduler_for_what_compute_says(pipe):
                                         "llm_retries": 2, "llm_timeout_s": 300}
 
 
+# ------------------------------------------------------------------ streams and ensembles
+
+def test_each_stream_is_a_run_and_a_stream_variant_resolves_to_it():
+    pipe = Pipeline(config(encoders={"gap": {"modalities": ["joint", "bone"]}}))
+    wanted = set(targets.all_targets(pipe))
+    bone = {"run": "streams/bone/", "dataset": "synthetic", "protocol": "xsub", "method": "gap"}
+    assert {"results/eval/synthetic/xsub/gap/metrics.json",
+            "results/streams/bone/eval/synthetic/xsub/gap/metrics.json",
+            "results/streams/bone/features/synthetic/xsub/gap/features.parquet"} <= wanted
+    assert not [t for t in wanted if "streams/" in t and "/gap/" not in t]  # CE, SUGAR: joint
+    assert "--modality bone" in pipe.flags("train_encoder", bone)
+    assert "--modality joint" in pipe.flags("train_encoder", {**bone, "run": ""})
+    assert pipe.inputs("evaluate", bone)["model"] == \
+        "results/streams/bone/models/synthetic/xsub/encoders/gap/best.safetensors"
+    # GAP's stream table: joint is the main run, bone the stream run `all` already builds,
+    # the motion streams runs of their own kind (streams/...), fusions the variant's ensemble
+    rows = dict(targets.ablation_rows(pipe, "gap_streams"))
+    assert rows["joint"] == "results/eval/synthetic/xsub/gap/metrics.json"
+    assert rows["bone"] == "results/streams/bone/eval/synthetic/xsub/gap/metrics.json"
+    assert rows["bone_motion"] == "results/streams/bone_motion/eval/synthetic/xsub/gap/metrics.json"
+    assert rows["two_stream"] == \
+        "results/ablations/gap_streams/two_stream/eval/synthetic/xsub/ensemble/metrics.json"
+
+
+def test_a_streams_llm_chain_starts_from_its_own_network(pipe):
+    """SUGAR's recognizer on bone reads the bone encoder's features; LLM-AR's the bone VQ-VAE."""
+    bone = {"run": "streams/bone/", "dataset": "synthetic", "protocol": "xsub"}
+    assert pipe.inputs("lora", {**bone, "method": "sugar"})["features"] == \
+        "results/streams/bone/features/synthetic/xsub/sugar/features.parquet"
+    assert pipe.inputs("tokenize", bone)["vqvae"] == \
+        "results/streams/bone/models/synthetic/xsub/vqvae/vqvae.safetensors"
+    assert "--modality bone" in pipe.flags("train_vqvae", bone)
+    # the joint stream run is the main run
+    joint = pipe.run("streams/joint/")
+    assert pipe.owner(joint, "evaluate", "gap", "synthetic") == ""
+
+
+def test_ensembles_fuse_the_members_with_gaps_weights_by_default():
+    pipe = Pipeline(config(ensembles={
+        "gap_4stream": {"members": ["gap/joint", "gap/bone", "gap/joint_motion", "gap/bone_motion"]},
+        "gap_sugar": {"members": ["gap", "sugar"]},
+        "mine": {"members": ["ce", "gap/bone"], "weights": [1, 2], "normalize": "softmax"}}))
+    wc = {**MAIN, "ensemble": "gap_4stream"}
+    assert pipe.inputs("ensemble", wc)["predictions"] == [
+        "results/eval/synthetic/xsub/gap/predictions.parquet",
+        "results/streams/bone/eval/synthetic/xsub/gap/predictions.parquet",
+        "results/streams/joint_motion/eval/synthetic/xsub/gap/predictions.parquet",
+        "results/streams/bone_motion/eval/synthetic/xsub/gap/predictions.parquet"]
+    assert pipe.flags("ensemble", wc) == ("--names gap/joint gap/bone gap/joint_motion "
+                                          "gap/bone_motion --normalize none --weights 0.8 0.8 "
+                                          "0.2 0.2")
+    assert "--normalize softmax --weights 0.8 0.8" in \
+        pipe.flags("ensemble", {**wc, "ensemble": "gap_sugar"})
+    assert "--normalize softmax --weights 1 2" in pipe.flags("ensemble", {**wc, "ensemble": "mine"})
+    wanted = targets.all_targets(pipe)
+    assert "results/eval/synthetic/xsub/gap_sugar/metrics.json" in wanted
+    assert not [t for t in wanted if "unseen3" in t and "gap_" in t]  # closed-set protocols only
+    gap_only = Pipeline(config(encoders={"methods": ["gap"]}, llm_eval={"methods": []}, ensembles={
+        "gap_2stream": {"members": ["gap/joint", "gap/bone"]},
+        "gap_sugar": {"members": ["gap", "sugar"]}}))
+    assert targets.fused_ensembles(gap_only) == ["gap_2stream"]  # SUGAR is not evaluated
+    with pytest.raises(ActionlmError, match="ensembles.other: no such ensemble"):
+        pipe.inputs("ensemble", {**wc, "ensemble": "other"})
+
+
 # ------------------------------------------------------------------ targets and checks
 
 def test_all_asks_for_every_evaluation_and_the_report(pipe):
@@ -239,6 +308,12 @@ def test_a_run_without_encoders_or_text_methods_asks_for_neither():
     ({"per_dataset": {"synthetic": {"encoders": {"gap": {"network": {"parts": 2}}}}}},
      "per_dataset.synthetic.encoders.gap.network.parts overrides it for gap"),
     ({"per_dataset": {"synthetic": {"llm": {"name": "x"}}}}, "per_dataset.synthetic.llm: unknown"),
+    ({"ensembles": {"x": {"members": ["gap", "ce"], "weights": [1]}}},
+     "ensembles.x.weights: 1 weights for 2 members"),
+    ({"ensembles": {"x": {"members": ["gap/skeleton", "ce"]}}}, "ensembles.x.members.0:"),
+    ({"ensembles": {"gap": {"members": ["gap", "ce"]}}},
+     "ensembles.gap: the name of a method's evaluation"),
+    ({"encoders": {"modalities": ["bones"]}}, "encoders.modalities.0: 'bones' is not one of"),
 ])
 def test_config_errors_name_the_key(overlay, message):
     with pytest.raises(ActionlmError, match="config is invalid") as err:

@@ -88,6 +88,16 @@ def test_summary_collects_everything_under_root_with_the_papers_rows(evals, tmp_
     assert f"SUGAR — {PUBLISHED_SOURCE}" not in md.split("## synthetic\n")[1].split("\n## ")[0]
 
 
+def test_an_ensemble_is_a_row_and_its_gain_over_the_best_member_is_reported(evals, tmp_path):
+    fused = write_metrics(evals / "synthetic/xsub/gap_ce/metrics.json", top1=0.6, top5=0.95,
+                          n=100, method="ensemble", member_names=["gap", "ce"],
+                          member_top1=[0.55, 0.5])
+    md, table = run_report(evals, tmp_path, files=[fused])
+    assert cell(table, "synthetic", "gap_ce", "xsub top1") == pytest.approx(60.0)
+    assert markdown_row(md, "Ensembles", "synthetic") == ["xsub", "gap_ce", "gap 55.0, ce 50.0",
+                                                          "60.0", "+5.0"]
+
+
 def test_ablation_table_has_a_published_column(tmp_path):
     files = [write_metrics(tmp_path / f"results/ablations/t/{variant}/eval/synthetic/xsub/gap/"
                            "metrics.json", top1=top1, top5=0.9, n=10)
@@ -260,5 +270,20 @@ def test_every_ablation_table_plans_through_the_main_rules(workflow_copy):
     rules = set(re.findall(r"^rule (\w+):", plan, re.M))
     assert rules == {"prepare", "prepare_llm", "describe", "split", "encode_text", "train_vqvae",
                      "tokenize", "train_encoder", "extract_features", "lora", "evaluate",
-                     "report", "ablations"}
-    assert len(commands(plan, "report")) == 7
+                     "ensemble", "report", "ablations"}
+    assert len(commands(plan, "report")) == 8
+
+
+def test_gaps_stream_table_trains_each_stream_once_and_fuses_them(workflow_copy):
+    """Stream variants resolve to the runs streams/{m}/ (joint: the main run); the 2- and
+    4-stream rows are the variants' own fusions of those evaluations."""
+    plan = dry_run(workflow_copy, "ablation_gap_streams")
+    trained = commands(plan, "train-encoder")
+    assert sorted(re.search(r"--modality (\w+)", c)[1] for c in trained) == [
+        "bone", "bone_motion", "joint", "joint_motion"]
+    assert not [c for c in trained if "ablations/" in c]
+    fused = {variant_of(c, "gap_streams"): c for c in commands(plan, "ensemble")}
+    assert set(fused) == {"two_stream", "four_stream"}
+    assert "--weights 0.8 0.8 0.2 0.2" in fused["four_stream"]
+    assert "results/streams/joint_motion/eval/synthetic/xsub/gap/predictions.parquet" in \
+        fused["four_stream"]

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -243,3 +244,27 @@ def test_paid_answers_survive_removing_results(tmp_path, monkeypatch):
         assert again.returncode == 0, again.stderr[-3000:]
         assert len(server.requests) == asked
     pd.testing.assert_frame_equal(pd.read_parquet(work / target), rows)
+
+
+def test_a_two_stream_ensemble_trains_the_bone_stream_and_fuses_the_scores(workdir):
+    """GAP on joint (the main run) and bone (the run streams/bone/), fused with GAP's weights
+    (0.8 / 0.8 on raw logits); only GAP's bone chain and the fusion are new jobs. Last in this
+    file: it widens `all` for the plans of the tests above."""
+    change = {"encoders": {"gap": {"modalities": ["joint", "bone"]}},
+              "ensembles": {"gap_2stream": {"members": ["gap/joint", "gap/bone"]}}}
+    planned = planned_jobs(snakemake(workdir, "-n", "all", change=change))
+    assert planned["train_encoder"] == 1 and planned["ensemble"] == 1, planned
+    result = snakemake(workdir, "all", change=change)
+    assert result.returncode == 0, result.stderr[-3000:]
+    bone = workdir / "results/streams/bone"
+    model = json.loads((bone / "models/nw_ucla/view2/encoders/gap/config.json").read_text())
+    assert model["model"]["modality"] == "bone"
+    members = [pd.read_parquet(root / "eval/nw_ucla/view2/gap/predictions.parquet")
+               for root in (workdir / "results", bone)]
+    fused = pd.read_parquet(workdir / "results/eval/nw_ucla/view2/gap_2stream/predictions.parquet")
+    by_id = [m.set_index("sample_id").loc[fused["sample_id"]] for m in members]
+    expected = 0.8 * np.stack(by_id[0]["scores"]) + 0.8 * np.stack(by_id[1]["scores"])
+    assert (fused["pred"].to_numpy() == expected.argmax(1)).all()
+    table = pd.read_csv(workdir / "results/report/summary.csv")
+    assert {"gap", "gap (bone)", "gap_2stream"} <= set(table["method"])
+    assert planned_jobs(snakemake(workdir, "-n", "all", change=change)) == {}

@@ -39,6 +39,8 @@ STAGES: list[tuple[str, str, str]] = [
      "LoRA-tune the frozen LLM as a recognizer (llm_ar: action sentences, sugar: features + TQP)"),
     ("evaluate", "actionlm.eval.evaluate",
      "trained recognizer + test split -> predictions.parquet, metrics.json"),
+    ("ensemble", "actionlm.eval.ensemble",
+     "predictions.parquet of several evaluations -> fused scores, evaluated like a method"),
     ("zeroshot-summary", "actionlm.llm.zeroshot",
      "metrics.json of each unseen{K}_seed{S} -> mean/std over seeds"),
     ("plot-curves", "actionlm.report.curves", "training curves.parquet of runs -> one figure"),

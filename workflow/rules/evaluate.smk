@@ -1,7 +1,8 @@
 # Evaluation on a protocol's test split: an encoder (ce, gap), an LLM recognizer by constrained
 # scoring of every candidate class (llm_ar, sugar; zero-shot on unseen{K}_seed{S} and in cross
 # runs, with the held-out classes listed in the prompt), or the linear probe on a recognizer's
-# inputs ({llm_ar,sugar}_linear). Zero-shot seeds are averaged per unseen{K}.
+# inputs ({llm_ar,sugar}_linear). Zero-shot seeds are averaged per unseen{K}. An ensemble fuses
+# the class scores of evaluated streams and methods (ensembles, ablation fusion variants).
 
 
 rule evaluate:
@@ -48,3 +49,23 @@ rule zeroshot_summary:
         "../../envs/models.yaml"
     shell:
         "actionlm zeroshot-summary {input} --out {output.summary} > {log} 2>&1"
+
+
+rule ensemble:
+    input:
+        unpack(inputs("ensemble")),
+    output:
+        **outputs("ensemble"),
+    wildcard_constraints:
+        ensemble=paths.ensemble_names(list(config["ensembles"])),
+    params:
+        files=files(),
+        flags=flags("ensemble"),
+    priority: CHAIN_PRIORITY
+    log:
+        log_of("ensemble", "dataset", "protocol", "ensemble"),
+    conda:
+        "../../envs/models.yaml"
+    shell:
+        "actionlm ensemble {params.files} --out $(dirname {output.metrics}) "
+        "{params.flags} > {log} 2>&1"

@@ -9,7 +9,11 @@ the real frames, no padding to 300). A batch is cut from it with one gather and 
   centred share p (0.95);
 - resize to ``window`` frames by linear interpolation with half-pixel centres, exactly what
   ``F.interpolate(mode="bilinear", align_corners=False)`` does per sample;
-- optional random rotation about the three axes (angles ~ U[-theta, theta]).
+- optional random rotation about the three axes (angles ~ U[-theta, theta]);
+- the store's skeleton stream (``modality``: joint, bone, joint_motion, bone_motion;
+  actionlm.data.streams): bones are taken once when the sequences are loaded (the same as
+  after the crop, resize and rotation, which act on every joint alike), motion last, per
+  batch, as in CTR-GCN's feeder.
 
 All randomness comes from the ``torch.Generator`` passed in, so a batch is a pure function
 of (seed, epoch, batch index): that is what makes training resumable bit for bit.
@@ -24,17 +28,19 @@ import torch
 from tqdm import tqdm
 
 from actionlm.data.split_files import SplitFiles, iter_split_batches
+from actionlm.data.streams import bones, check_modality, motion
 from actionlm.errors import ActionlmError
 
 
 @dataclass
 class SequenceStore:
-    frames: torch.Tensor  # float32 [total frames, bodies, joints, 3]
+    frames: torch.Tensor  # float32 [total frames, bodies, joints, 3]: joints, or bones
     starts: torch.Tensor  # int64 [N], first frame of each sample in ``frames``
     lengths: torch.Tensor  # int64 [N]
     labels: torch.Tensor  # int64 [N]
     sample_ids: list[str]
     splits: list[str]
+    modality: str = "joint"  # the stream make_clips cuts (frames hold bones for bone*)
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -49,7 +55,7 @@ class SequenceStore:
         index = torch.tensor(keep, dtype=torch.long)
         return SequenceStore(self.frames, self.starts[index], self.lengths[index],
                              self.labels[index], [self.sample_ids[i] for i in keep],
-                             [split] * len(keep))
+                             [split] * len(keep), self.modality)
 
 
 def pad_bodies(values: np.ndarray, n_frames: int, n_bodies: int, n_joints: int,
@@ -63,8 +69,11 @@ def pad_bodies(values: np.ndarray, n_frames: int, n_bodies: int, n_joints: int,
     return out
 
 
-def load_sequences(files: SplitFiles, splits: tuple[str, ...], bodies: int = 2) -> SequenceStore:
-    """Every sample of ``splits`` of the split table, in skeletons.parquet order."""
+def load_sequences(files: SplitFiles, splits: tuple[str, ...], bodies: int = 2,
+                   modality: str = "joint") -> SequenceStore:
+    """Every sample of ``splits`` of the split table, in skeletons.parquet order, held for
+    clips of stream ``modality`` (its bones taken here, once)."""
+    check_modality(modality)
     chunks, lengths, labels, ids, split_names = [], [], [], [], []
     joint_counts: set[int] = set()
     batches = iter_split_batches(files, splits, rows_per_batch=256)
@@ -88,13 +97,15 @@ def load_sequences(files: SplitFiles, splits: tuple[str, ...], bodies: int = 2) 
         raise ActionlmError(f"{files.skeletons}: samples have different joint counts "
                             f"{sorted(joint_counts)}")
     lengths_t = torch.tensor(lengths, dtype=torch.long)
+    frames = torch.from_numpy(np.concatenate(chunks))
     return SequenceStore(
-        frames=torch.from_numpy(np.concatenate(chunks)),
+        frames=bones(frames) if modality.startswith("bone") else frames,
         starts=torch.cumsum(lengths_t, 0) - lengths_t,
         lengths=lengths_t,
         labels=torch.tensor(labels, dtype=torch.long),
         sample_ids=ids,
         splits=split_names,
+        modality=modality,
     )
 
 
@@ -133,7 +144,7 @@ def rotation_matrices(count: int, theta: float, generator: torch.Generator | Non
 def make_clips(store: SequenceStore, index: torch.Tensor, window: int,
                interval: tuple[float, ...], rotate: float = 0.0,
                generator: torch.Generator | None = None) -> torch.Tensor:
-    """[B, window, bodies, joints, 3] clips of the samples ``index``."""
+    """[B, window, bodies, joints, 3] clips of the samples ``index``, in the store's stream."""
     lengths = store.lengths[index]
     start, crop = crop_windows(lengths, interval, window, generator)
     # half-pixel sampling positions inside each crop (align_corners=False), clamped at 0
@@ -151,4 +162,4 @@ def make_clips(store: SequenceStore, index: torch.Tensor, window: int,
         columns = rotation_matrices(len(index), rotate, generator).transpose(1, 2)[:, None]
         points = clips.view(len(index), -1, 3)
         clips = sum(points[..., c: c + 1] * columns[:, :, c] for c in range(3)).view_as(clips)
-    return clips
+    return motion(clips) if store.modality.endswith("motion") else clips

@@ -121,3 +121,12 @@ def require_same_layout(data_joints: int, model_joints: int, data: object, model
 
     raise ActionlmError(f"{data}: skeletons of {describe(data_joints)}, but {model} was trained "
                         f"on {describe(model_joints)}; a model reads only its own skeleton layout")
+
+
+# The skeleton streams a network can read (actionlm.data.streams computes them from joints).
+MODALITIES = ("joint", "bone", "joint_motion", "bone_motion")
+# Each stream's default weight in a score fusion: GAP's ensemble.py (MartinXM/GAP) adds the four
+# streams' logits with alpha [0.8, 0.8, 0.2, 0.2] (joint, bone, joint-motion, bone-motion: 4:4:1:1)
+# and joint + bone with equal weights; not its 3-stream [0.6, 0.6, 0.4], and not pyskl's
+# 2:2:1:1 (configs/ctrgcn/README.md), which weighs the motion streams twice as much.
+STREAM_WEIGHTS = {"joint": 0.8, "bone": 0.8, "joint_motion": 0.2, "bone_motion": 0.2}

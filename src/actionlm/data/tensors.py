@@ -1,6 +1,7 @@
 """Fixed-size training tensors from a skeleton table and a split table (SplitFiles): every
-sequence of the requested splits, resized in time to ``window`` frames and zero-padded to
-``bodies`` bodies.
+sequence of the requested splits, resized in time to ``window`` frames, zero-padded to
+``bodies`` bodies, then turned into the skeleton stream ``modality`` (actionlm.data.streams:
+joint, bone, joint_motion, bone_motion), per chunk on tensors.
 
 Models with a fixed input length (the LLM-AR VQ-VAE, W = window / 4 tokens) read their data
 through here. Sequences are resized by linear interpolation over time with the first and last
@@ -18,13 +19,15 @@ import pyarrow as pa
 import torch
 
 from actionlm.data.split_files import SplitFiles, iter_split_batches
+from actionlm.data.streams import skeleton_stream
 from actionlm.errors import ActionlmError
 
 
 @dataclass
 class SplitTensors:
-    """Resized samples: ``joints`` float32 [N, window, bodies, joints, 3], ``labels`` int64 [N],
-    and per sample its id and split name (train / val / test)."""
+    """Resized samples: ``joints`` float32 [N, window, bodies, joints, 3] (of the stream
+    asked for), ``labels`` int64 [N], and per sample its id and split name (train / val /
+    test)."""
 
     joints: torch.Tensor
     labels: torch.Tensor
@@ -78,24 +81,27 @@ def iter_split_tensors(
     splits: tuple[str, ...] | None = None,
     bodies: int = 2,
     rows_per_batch: int = 512,
+    modality: str = "joint",
 ) -> Iterator[SplitTensors]:
     """Stream the samples of ``splits`` (every split of the table when None) in chunks of at
-    most ``rows_per_batch``, in skeletons.parquet order."""
+    most ``rows_per_batch``, in skeletons.parquet order, as stream ``modality``."""
     if window < 2 or bodies < 1:
         raise ActionlmError(f"window must be >= 2 and bodies >= 1 (got {window}, {bodies})")
     source = str(files.skeletons)
     for batch, split_names in iter_split_batches(files, splits, rows_per_batch):
+        joints = torch.from_numpy(resize_batch(batch, window, bodies, source))
         yield SplitTensors(
-            joints=torch.from_numpy(resize_batch(batch, window, bodies, source)),
+            joints=skeleton_stream(joints, modality),
             labels=torch.from_numpy(batch["label"].to_numpy().astype(np.int64)),
             sample_ids=batch["sample_id"].to_pylist(),
             splits=split_names,
         )
 
 
-def load_split(files: SplitFiles, split: str, window: int, bodies: int = 2) -> SplitTensors:
+def load_split(files: SplitFiles, split: str, window: int, bodies: int = 2,
+               modality: str = "joint") -> SplitTensors:
     """All samples of one split as one SplitTensors (raises if the split is empty)."""
-    chunks = list(iter_split_tensors(files, window, (split,), bodies))
+    chunks = list(iter_split_tensors(files, window, (split,), bodies, modality=modality))
     if not chunks:
         raise ActionlmError(f"{files.split}: no {split!r} samples")
     return SplitTensors(

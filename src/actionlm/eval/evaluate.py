@@ -2,7 +2,8 @@
 (top-1, top-5, mean per-class accuracy, n, confusion matrix) and OUT/confusion.png.
 
 ``--method ce|gap``: a skeleton encoder (--model: its best.safetensors) on the test split of
---split over --skeletons, clips centre-cropped as in training.
+--split over --skeletons, clips centre-cropped as in training, in the encoder's stream (its
+``modality``: joint, bone, joint_motion, bone_motion; recorded in metrics.json).
 ``--method llm_ar|sugar``: an LLM recognizer (--model: its folder or recognizer.json) on the
 test rows of --inputs, scored by constrained log-likelihood of each class's answer
 (actionlm.eval.llm); ``linear_probe``: the zero-shot baseline that cannot name unseen classes.
@@ -45,7 +46,7 @@ def evaluate_encoder(model_path: Path, files: SplitFiles, classes: Path, out_dir
     if model.cfg.num_class != len(names):
         raise ActionlmError(f"{model_path}: trained for {model.cfg.num_class} classes, "
                             f"{classes} has {len(names)}")
-    test = load_sequences(files, ("test",), model.cfg.bodies)
+    test = load_sequences(files, ("test",), model.cfg.bodies, model.cfg.modality)
     if test.n_joints != LAYOUTS[model.cfg.layout].n_joints:
         raise ActionlmError(f"{model_path}: trained on another skeleton layout than "
                             f"{files.skeletons} ({test.n_joints} joints)")
@@ -55,10 +56,10 @@ def evaluate_encoder(model_path: Path, files: SplitFiles, classes: Path, out_dir
     metrics = write_evaluation(
         out_dir, scores.numpy(), test.labels.numpy(), test.sample_ids, names,
         metadata={"method": model.cfg.method, "protocol": protocol, "model": str(model_path),
-                  "backbone": model.cfg.backbone},
+                  "backbone": model.cfg.backbone, "modality": model.cfg.modality},
     )
-    log.info("%s on %s (%s): top-1 %.2f%%, top-5 %.2f%%, mean class %.2f%% (n=%d) -> %s",
-             model.cfg.method, files.split, protocol, 100 * metrics["top1"],
+    log.info("%s (%s) on %s (%s): top-1 %.2f%%, top-5 %.2f%%, mean class %.2f%% (n=%d) -> %s",
+             model.cfg.method, model.cfg.modality, files.split, protocol, 100 * metrics["top1"],
              100 * metrics["top5"], 100 * metrics["mean_class_accuracy"], metrics["n"], out_dir)
     return metrics
 

@@ -2,9 +2,10 @@
 (actionlm.data.features): SUGAR's per-step features [window / 4, C] for the LLM projector, or
 one pooled feature per sample (CE, GAP) for the report's embedding map.
 
-Clips are the centred test-time crops for every split, so the LLM stage trains and is
-evaluated on the same deterministic features; they are computed once here, not per epoch.
-The encoder runs under --precision (actionlm.device); the table stores float32 whatever it is.
+Clips are the centred test-time crops for every split, in the encoder's stream (its
+``modality``), so the LLM stage trains and is evaluated on the same deterministic features;
+they are computed once here, not per epoch. The encoder runs under --precision
+(actionlm.device); the table stores float32 whatever it is.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def extract_features(model_path: Path, files: SplitFiles, out: Path,
     """Write the table; return its (samples, steps, width)."""
     autocast_dtype(device, precision)
     model = load_encoder(model_path, device)
-    store = load_sequences(files, ("train", "val", "test"), model.cfg.bodies)
+    store = load_sequences(files, ("train", "val", "test"), model.cfg.bodies, model.cfg.modality)
     require_same_layout(store.n_joints, LAYOUTS[model.cfg.layout].n_joints, files.skeletons,
                         model_path)
     chunks = []

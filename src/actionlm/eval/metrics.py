@@ -8,6 +8,9 @@ compares GAP, LLM-AR and SUGAR on identical definitions.
     correct    bool     pred == label
     top5       list<int32>  the five best classes, best first (fewer when K < 5)
     score      float32  the top-1 score (method-specific scale: logit, log-likelihood)
+    scores     list<float32>  every class's score, in ``class_names`` order (-inf: a class
+               the method cannot predict, e.g. one the linear probe was not trained on);
+               what ``actionlm ensemble`` fuses
     + method-specific extra columns (e.g. SUGAR's generated description)
     metadata: actionlm.class_names, actionlm.method, ... (caller's ``metadata``)
 
@@ -84,6 +87,13 @@ def plot_confusion(confusion: np.ndarray, class_names: list[str], title: str,
     plt.close(fig)
 
 
+def score_lists(scores: np.ndarray) -> pa.ListArray:
+    """[N, K] scores as N float32 lists of K."""
+    n, k = scores.shape
+    offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(scores.astype(np.float32).ravel()))
+
+
 def write_evaluation(out_dir: str | os.PathLike, scores: np.ndarray, labels: np.ndarray,
                      sample_ids: list[str], class_names: list[str],
                      extra: dict[str, list] | None = None, metadata: dict | None = None) -> dict:
@@ -103,6 +113,7 @@ def write_evaluation(out_dir: str | os.PathLike, scores: np.ndarray, labels: np.
         "correct": pa.array(pred == labels),
         "top5": pa.array(top.astype(np.int32).tolist(), pa.list_(pa.int32())),
         "score": pa.array(scores[np.arange(len(pred)), pred].astype(np.float32)),
+        "scores": score_lists(scores),
     }
     for name, values in (extra or {}).items():
         columns[name] = pa.array(list(values))

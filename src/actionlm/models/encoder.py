@@ -9,8 +9,9 @@
 
 Weights are saved as safetensors with the EncoderConfig in the metadata, so a checkpoint
 rebuilds its own network, and one made for another architecture is refused with the reason.
-Inference (``predict_logits``, ``accuracy``) runs on deterministic centred test-time clips,
-for validation during training and for evaluation.
+Inference (``predict_logits``, ``accuracy``) runs on deterministic centred test-time clips
+of the skeleton stream the network was trained on (``modality``), for validation during
+training and for evaluation. A config saved without ``modality`` (older files) reads joints.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from torch import nn
 
 from actionlm.data.clips import SequenceStore, make_clips
 from actionlm.data.skeleton_layouts import LAYOUTS
+from actionlm.data.streams import MODALITIES
 from actionlm.device import autocast
 from actionlm.errors import ActionlmError
 from actionlm.io import atomic_path
@@ -48,6 +50,7 @@ class EncoderConfig:
     base_channels: int = 64
     bodies: int = 2
     window: int = 64
+    modality: str = "joint"  # the skeleton stream it reads (actionlm.data.streams)
     dropout: float = 0.0
     parts: int = 4  # GAP partition: 1 (global only), 2, 4 or 6 groups besides the global term
     text_width: int = 0  # width of the text embeddings (GAP, SUGAR); 0 for CE
@@ -67,6 +70,8 @@ class EncoderConfig:
         if self.window < 4 or self.window % 4:
             problems.append(f"window {self.window} is not a positive multiple of 4 "
                             "(the network halves time twice)")
+        if self.modality not in MODALITIES:
+            problems.append(f"modality {self.modality!r} is not one of {MODALITIES}")
         if self.method != "ce" and self.text_width < 1:
             problems.append(f"method {self.method} needs the text width (text_width)")
         if not 0 <= self.dropout < 1:
@@ -195,8 +200,11 @@ def load_encoder(path: str | os.PathLike, device: torch.device | str = "cpu") ->
 def predict_logits(model: SkeletonEncoder, store: SequenceStore, window: int,
                    interval: tuple[float, ...], device: torch.device,
                    batch_size: int = 256, precision: str = "auto") -> torch.Tensor:
-    """[N, K] float32 class logits of every sample of ``store`` (deterministic centred crops),
-    under actionlm.device's ``precision``."""
+    """[N, K] float32 class logits of every sample of ``store`` (deterministic centred crops
+    of the model's stream: ``store`` must hold it), under actionlm.device's ``precision``."""
+    if store.modality != model.cfg.modality:
+        raise ActionlmError(f"the encoder reads the {model.cfg.modality} stream; the sequences "
+                            f"were loaded for {store.modality}")
     model.eval()
     out = []
     with autocast(device, precision):

@@ -12,8 +12,10 @@ Choices where the paper (whose supplementary is not public) is silent:
   stride-2 conv stages each followed by ``depth`` dilated residual blocks (dilations 1, 3, 9,
   ...), conv out to d_u; the decoder mirrors it with nearest-neighbour upsampling.
 - Input normalisation: per-channel mean and one global standard deviation of the training
-  data, stored in the model; one scale keeps the body's proportions and does not blow up
-  near-constant channels (a centred root joint, an absent second body).
+  data in the skeleton stream the model reads (``modality``: joint, bone, joint_motion,
+  bone_motion; actionlm.data.streams), stored in the model; one scale keeps the body's
+  proportions and does not blow up near-constant channels (a centred root joint, an absent
+  second body).
 - Codebook initialisation: exp maps of U latents drawn at random from the (untrained)
   encoder's output on training samples. Starting from LLM embedding rows instead leaves most
   codes unreachable (the few codes nearest the origin win every latent, the hyperbolic "hub"
@@ -51,6 +53,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from actionlm.data.streams import MODALITIES
 from actionlm.errors import ActionlmError
 from actionlm.io import atomic_path
 
@@ -72,6 +75,7 @@ class VQVAEConfig:
     curvature: float = 1.0  # c of the Poincaré ball
     channels: int = 64
     depth: int = 2
+    modality: str = "joint"  # the skeleton stream it reads; older files (no key) read joints
 
     @property
     def in_features(self) -> int:
@@ -100,6 +104,8 @@ class VQVAEConfig:
                 problems.append(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.depth < 0:
             problems.append(f"depth must be >= 0, got {self.depth}")
+        if self.modality not in MODALITIES:
+            problems.append(f"modality must be one of {MODALITIES}, got {self.modality!r}")
         if problems:
             raise ActionlmError("VQ-VAE config: " + "; ".join(problems))
         return self
@@ -238,7 +244,8 @@ class ActionVQVAE(nn.Module):
 
     @torch.no_grad()
     def set_normalization(self, joints: torch.Tensor) -> None:
-        """Per-channel mean, one global standard deviation, from training joints [N, V, ...]."""
+        """Per-channel mean, one global standard deviation, from training clips [N, V, ...]
+        of the model's stream."""
         flat = joints.reshape(-1, self.cfg.in_features).to(self.mean)
         self.mean.copy_(flat.mean(0))
         self.scale.copy_((flat - self.mean).std().clamp_min(1e-6))
@@ -291,7 +298,8 @@ class ActionVQVAE(nn.Module):
 
     @torch.no_grad()
     def tokenize(self, joints: torch.Tensor) -> torch.Tensor:
-        """Raw joints [B, V, bodies, joints, 3] -> action sentences [B, W] of code indices."""
+        """Clips [B, V, bodies, joints, 3] of the model's stream (not normalised) -> action
+        sentences [B, W] of code indices."""
         return self.quantize(self.codebook.clip(self.encode(self.normalize(joints)).float()))[1]
 
 

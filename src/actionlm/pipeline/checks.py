@@ -10,6 +10,7 @@ from pathlib import Path
 from actionlm.config import validate_config
 from actionlm.data.prepare import class_list, protocol_problem
 from actionlm.errors import ActionlmError
+from actionlm.pipeline import paths
 from actionlm.pipeline.runs import deep_merge
 from actionlm.pipeline.stages import encoder_of
 
@@ -67,6 +68,22 @@ def shadowed_variant_keys(config: dict) -> list[str]:
     return problems
 
 
+def ensemble_problems(config: dict) -> list[str]:
+    """An ensemble named as a method (both would write eval/.../{name}/), and weights that do
+    not pair with the members, in `ensembles` and in fusion variants."""
+    methods = paths.METHODS["evaluate"].split("|")
+    problems = [f"ensembles.{name}: the name of a method's evaluation; name the ensemble "
+                "otherwise" for name in config["ensembles"] if name in methods]
+    specs = [(f"ensembles.{name}", spec) for name, spec in config["ensembles"].items()]
+    specs += [(f"ablations.tables.{table}.variants.{variant}.ensemble", overlay["ensemble"])
+              for table, t in config["ablations"]["tables"].items()
+              for variant, overlay in t["variants"].items() if "ensemble" in overlay]
+    return problems + [
+        f"{key}.weights: {len(spec['weights'])} weights for {len(spec['members'])} members"
+        for key, spec in specs
+        if spec.get("weights") and len(spec["weights"]) != len(spec["members"])]
+
+
 def dataset_problems(config: dict) -> list[str]:
     """What each dataset entry cannot do, known before any file is read: a class list its
     format cannot resolve, an unseen{K} with K not below its class count, a standard protocol
@@ -88,6 +105,7 @@ def dataset_problems(config: dict) -> list[str]:
 def check_config(config: dict, schema: str | Path, source: str = "config") -> None:
     """Raise ActionlmError listing every problem of ``config``."""
     validate_config(config, schema, source)
-    problems = names_problems(config) + dataset_problems(config) + shadowed_variant_keys(config)
+    problems = (names_problems(config) + dataset_problems(config) +
+                shadowed_variant_keys(config) + ensemble_problems(config))
     if problems:
         raise ActionlmError(f"{source} is invalid:\n" + "\n".join(f"  {p}" for p in problems))

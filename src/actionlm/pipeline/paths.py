@@ -2,8 +2,8 @@
 
 Dataset-level artifacts (data, knowledge) exist once per dataset. Everything trained or
 evaluated belongs to a *run* and lives under ``results/{run}``: ``{run}`` is empty for the
-main run (``results/models/...``) and ``ablations/{table}/{variant}/`` or
-``cross/{source}/{source_protocol}/`` for the others (actionlm.pipeline.runs). Logs and
+main run (``results/models/...``) and ``streams/{modality}/``, ``ablations/{table}/{variant}/``
+or ``cross/{source}/{source_protocol}/`` for the others (actionlm.pipeline.runs). Logs and
 benchmark tables follow the same scheme: ``logs/{run}{stage}/...``.
 
 Patterns use Snakemake's wildcard syntax; ``pattern.format(**wildcards)`` fills them.
@@ -18,7 +18,8 @@ KNOWLEDGE = "results/knowledge/{dataset}"
 LLM = "resources/llm/{llm}"
 SPLIT = DATA + "/splits/{protocol}.parquet"
 
-# per run: {run} is "" (main), "ablations/{table}/{variant}/" or "cross/{source}/{protocol}/"
+# per run: {run} is "" (main), "streams/{modality}/", "ablations/{table}/{variant}/" or
+# "cross/{source}/{protocol}/"
 RUN = "results/{run}"
 VQVAE = RUN + "models/{dataset}/{protocol}/vqvae"
 TOKENS = RUN + "tokens/{dataset}/{protocol}"
@@ -26,6 +27,7 @@ ENCODER = RUN + "models/{dataset}/{protocol}/encoders/{method}"
 FEATURES = RUN + "features/{dataset}/{protocol}/{method}/features.parquet"
 RECOGNIZER = RUN + "models/{dataset}/{protocol}/{method}"
 EVAL = RUN + "eval/{dataset}/{protocol}/{method}"
+ENSEMBLE = RUN + "eval/{dataset}/{protocol}/{ensemble}"  # fused scores, evaluated like a method
 ZEROSHOT_SUMMARY = "results/eval/{dataset}/zeroshot/unseen{k}/{method}.json"
 REPORT = "results/report/{name}"  # summary, ablations/{table}
 FIGURES = "results/report/{dataset}/{protocol}"
@@ -53,6 +55,8 @@ OUTPUTS: dict[str, dict[str, str]] = {
              "spec": RECOGNIZER + "/recognizer.json", "curves": RECOGNIZER + "/curves.parquet"},
     "evaluate": {"predictions": EVAL + "/predictions.parquet", "metrics": EVAL + "/metrics.json",
                  "confusion": EVAL + "/confusion.png"},
+    "ensemble": {"predictions": ENSEMBLE + "/predictions.parquet",
+                 "metrics": ENSEMBLE + "/metrics.json", "confusion": ENSEMBLE + "/confusion.png"},
     "zeroshot_summary": {"summary": ZEROSHOT_SUMMARY},
     "report": {"md": REPORT + ".md", "csv": REPORT + ".csv"},
     "plot_curves": {"figure": FIGURES + "/{kind}_curves.png"},
@@ -62,10 +66,11 @@ DIRECTORIES = {("prepare_llm", "llm"), ("describe_visual", "frames")}
 
 # Wildcard values, anchored by Snakemake: the run's regex also matches "" (the main run).
 WILDCARDS = {
-    "run": r"(ablations/[a-z0-9_]+/[a-z0-9_]+/|cross/[a-z0-9_]+/[^/]+/)?",
+    "run": r"(streams/[a-z_]+/|ablations/[a-z0-9_]+/[a-z0-9_]+/|cross/[a-z0-9_]+/[^/]+/)?",
     "dataset": r"[a-z0-9_]+",
     "protocol": r"[^/]+",
     "method": r"[a-z_]+",
+    "ensemble": r"[a-z0-9_]+",
     "llm": r"[A-Za-z0-9._-]+",
     "k": r"\d+",
     "name": r"summary|ablations/[a-z0-9_]+",
@@ -109,11 +114,19 @@ _RESULT = re.compile(
     r"(?:(?P<protocol>[^/]+)/(?P<method>[^/]+)/metrics|zeroshot/(?P<unseen>unseen\d+)/"
     r"(?P<average>[^/]+))\.json")
 _CROSS = re.compile(r"cross/(?P<source>[^/]+)/(?P<protocol>[^/]+)/")
+_STREAM = re.compile(r"streams/(?P<modality>[^/]+)/")
+
+
+def ensemble_names(names: list[str]) -> str:
+    """The {ensemble} constraint: the configured ensembles' names, and ``ensemble`` (an ablation
+    variant's own fusion); never a method's name (actionlm.pipeline.checks)."""
+    return "|".join(map(re.escape, ["ensemble", *names]))
 
 
 def result_key(path: str) -> dict[str, str] | None:
-    """(dataset, protocol, method) of an evaluation's metrics.json or of a zero-shot seed
-    average, read from its path; a cross-dataset result is dataset "cross" with protocol
+    """(dataset, protocol, method) of an evaluation's (or an ensemble's) metrics.json or of a
+    zero-shot seed average, read from its path; a stream's method is named with its modality
+    ("gap (bone)"); a cross-dataset result is dataset "cross" with protocol
     "{source}/{source_protocol}/{target}/{target_protocol}". None when it is neither."""
     found = _RESULT.fullmatch(str(path))
     if found is None:
@@ -122,6 +135,9 @@ def result_key(path: str) -> dict[str, str] | None:
         return {"dataset": found["dataset"], "protocol": f"zeroshot/{found['unseen']}",
                 "method": found["average"]}
     key = {"dataset": found["dataset"], "protocol": found["protocol"], "method": found["method"]}
+    stream = _STREAM.fullmatch(found["run"] or "")
+    if stream:
+        key["method"] += f" ({stream['modality']})"
     cross = _CROSS.fullmatch(found["run"] or "")
     if cross:
         key.update(dataset="cross", protocol=f"{cross['source']}/{cross['protocol']}/"

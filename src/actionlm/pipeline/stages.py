@@ -8,18 +8,23 @@ For every stage (one Snakemake rule, one ``actionlm`` command), given a job's wi
   canonical form of actionlm.pipeline.flags); what changes only speed or memory (threads,
   devices, batch sizes of inference, request plumbing) is a resource (``resources``);
 - ``owner``: the run whose output an upstream stage's result is. A variant's stage whose
-  signature (its flags and those of every stage before it) equals the main run's resolves to
-  the main run's output, so an ablation trains only what its overlay changes. A cross run
-  takes its models from its source dataset's main run.
+  signature (its flags and those of every stage before it) equals the main run's (or a
+  stream's) resolves to that run's output, so an ablation trains only what its overlay
+  changes. A cross run takes its models from its source dataset's main run.
+
+Ensembles fuse the evaluations of *members*: ``method`` (the main run's) or
+``method/modality`` (that stream's), with weights (default: GAP's per stream) and scores
+softmax-normalised first when the members are different methods (``normalize: auto``).
 """
 
 from __future__ import annotations
 
+from actionlm.data.skeleton_layouts import STREAM_WEIGHTS
 from actionlm.data.splits import UNSEEN
 from actionlm.errors import ActionlmError
 from actionlm.pipeline import paths
 from actionlm.pipeline.flags import cli_flags
-from actionlm.pipeline.runs import MAIN, Run, deep_merge, make_runs, run_settings
+from actionlm.pipeline.runs import MAIN, Run, deep_merge, make_runs, run_settings, stream_name
 
 CLASSIFIERS = ("ce", "gap")  # encoders evaluated by their own classifier head
 LINEAR = "_linear"  # evaluate's {method} of a linear probe: llm_ar_linear, sugar_linear
@@ -35,6 +40,26 @@ MODEL_STAGES = ("train_vqvae", "train_encoder", "lora")  # a cross run borrows t
 def encoder_of(method: str) -> str:
     """The skeleton encoder a method's chain starts from (SUGAR's LLM reads SUGAR features)."""
     return method if method in CLASSIFIERS else "sugar"
+
+
+def modalities(cfg: dict, method: str) -> list[str]:
+    """The streams `all` runs ``method`` on: LLM-AR's vqvae.modalities, an encoder's (and its
+    recognizer's) encoders.{encoder}.modalities; null: encoders.modalities."""
+    own = (cfg["vqvae"] if method == "llm_ar" else cfg["encoders"][encoder_of(method)])
+    return own.get("modalities") or cfg["encoders"]["modalities"]
+
+
+def member_parts(member: str) -> tuple[str, str | None]:
+    """An ensemble member ``method[/modality]`` as (method, modality or None: the main run)."""
+    method, _, modality = member.partition("/")
+    return method, modality or None
+
+
+def main_modality(cfg: dict, method: str) -> str:
+    """The stream of the main run's ``method`` (its network's ``modality``)."""
+    if method == "llm_ar":
+        return cfg["vqvae"]["train"]["modality"]
+    return encoder_options(cfg, encoder_of(method))["modality"]
 
 
 def encoder_options(cfg: dict, method: str) -> dict:
@@ -127,13 +152,23 @@ class Pipeline:
         return self.settings(wc["run"], wc["dataset"])
 
     def owner(self, run: Run, stage: str, method: str | None, dataset: str) -> str:
-        """The run whose output of ``stage`` on ``dataset`` ``run`` uses."""
+        """The run whose output of ``stage`` on ``dataset`` ``run`` uses: the first of the main
+        run and the streams (a stream: the main run only) with the same signature, else its own."""
         if run.source is not None:
             return MAIN if stage in MODEL_STAGES else run.name
-        if run.name == MAIN or signature(stage, self.settings(run.name, dataset), method) == \
-                signature(stage, self.settings(MAIN, dataset), method):
+        if run.name == MAIN:
             return MAIN
-        return run.name
+        mine = signature(stage, self.settings(run.name, dataset), method)
+        shared = [MAIN] + ([] if run.name.startswith("streams/") else
+                           [name for name in self.runs if name.startswith("streams/")])
+        return next((name for name in shared
+                     if signature(stage, self.settings(name, dataset), method) == mine), run.name)
+
+    def stream_run(self, method: str, modality: str | None, dataset: str) -> str:
+        """The run that evaluates ``method`` on ``modality`` (None: the main run's stream)."""
+        if modality is None:
+            return MAIN
+        return self.owner(self.run(stream_name(modality)), "evaluate", method, dataset)
 
     def upstream(self, stage: str, name: str, wc: dict, method: str | None = None) -> str:
         """Output ``name`` of ``stage`` as the job ``wc`` of a later stage reads it."""
@@ -205,6 +240,23 @@ class Pipeline:
         if self.config["knowledge"]["visual"]["enabled"]:
             tables.append(paths.output("describe_visual", "table", dataset=wc["dataset"]))
         return {"descriptions": tables}
+
+    def ensemble_spec(self, wc: dict) -> dict:
+        """The fusion a job of the ensemble stage makes: an ablation variant's ``ensemble``, or
+        the config's ``ensembles.{name}``."""
+        spec = self.run(wc["run"]).ensemble or self.config["ensembles"].get(wc["ensemble"])
+        if spec is None:
+            raise ActionlmError(f"ensembles.{wc['ensemble']}: no such ensemble in the config")
+        return spec
+
+    def _ensemble_inputs(self, wc: dict) -> dict:
+        predictions = []
+        for member in self.ensemble_spec(wc)["members"]:
+            method, modality = member_parts(member)
+            predictions.append(paths.output(
+                "evaluate", "predictions", run=self.stream_run(method, modality, wc["dataset"]),
+                dataset=wc["dataset"], protocol=wc["protocol"], method=method))
+        return {"predictions": predictions}
 
     def _train_vqvae_inputs(self, wc: dict) -> dict:
         return {**self.split(wc), "llm": self.llm()}
@@ -315,6 +367,19 @@ class Pipeline:
 
     def _evaluate_options(self, wc: dict) -> dict:
         return evaluate_options(self.job_settings(wc), wc["method"], self.zero_shot(wc))
+
+    def _ensemble_options(self, wc: dict) -> dict:
+        """Members' names, weights (default: each stream's STREAM_WEIGHTS) and normalisation
+        (``auto``: softmax when the members are different methods, raw scores otherwise)."""
+        spec, cfg = self.ensemble_spec(wc), self.settings(MAIN, wc["dataset"])
+        parts = [member_parts(m) for m in spec["members"]]
+        weights = spec.get("weights") or [STREAM_WEIGHTS[modality or main_modality(cfg, method)]
+                                          for method, modality in parts]
+        normalize = spec.get("normalize", "auto")
+        if normalize == "auto":
+            normalize = "softmax" if len({method for method, _ in parts}) > 1 else "none"
+        return {"names": list(spec["members"]), "weights": [float(w) for w in weights],
+                "normalize": normalize}
 
     # ------------------------------------------------------------------ resources
 

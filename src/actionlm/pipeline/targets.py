@@ -2,9 +2,11 @@
 
 ``all`` builds, per dataset of ``run_datasets``: the data and splits, the text embeddings,
 each encoder's evaluation and features on the encoder protocols, each LLM recognizer's
-closed-set evaluation there and its zero-shot seed averages on every unseen{K}_seed{S} (with
-the linear probe), the cross-dataset evaluations, and the report. An ablation table asks for
-each variant's evaluation, resolved to the main run's where the variant changes nothing.
+closed-set evaluation there (both on every stream the method lists: actionlm.pipeline.stages
+``modalities``) and its zero-shot seed averages on every unseen{K}_seed{S} (with the linear
+probe), each ensemble of methods it evaluates on the closed-set protocols, the cross-dataset
+evaluations, and the report. An ablation table asks for each variant's evaluation (or
+fusion), resolved to the main run's or a stream's where the variant changes nothing.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from __future__ import annotations
 from actionlm.data.splits import UNSEEN
 from actionlm.pipeline import paths
 from actionlm.pipeline.flags import cli_flags
-from actionlm.pipeline.runs import MAIN, ablation_name, cross_name
-from actionlm.pipeline.stages import CLASSIFIERS, LINEAR, Pipeline
+from actionlm.pipeline.runs import MAIN, ablation_name, cross_name, stream_name
+from actionlm.pipeline.stages import CLASSIFIERS, LINEAR, Pipeline, member_parts, modalities
 
 SUMMARY = "summary"
 
@@ -34,14 +36,40 @@ def unseen_protocols(pipe: Pipeline, dataset: str, k: str | None = None) -> list
             if (m := UNSEEN.fullmatch(p)) and k in (None, m.group(1))]
 
 
+def stream_runs(pipe: Pipeline, dataset: str, method: str) -> list[str]:
+    """The runs that evaluate ``method`` on each of its streams (the main run's is "")."""
+    return list(dict.fromkeys(
+        pipe.owner(pipe.run(stream_name(m)), "evaluate", method, dataset)
+        for m in modalities(pipe.settings(MAIN, dataset), method)))
+
+
+def closed_protocols(pipe: Pipeline, dataset: str) -> list[str]:
+    return [p for p in encoder_protocols(pipe, dataset) if not UNSEEN.fullmatch(p)]
+
+
+def fused_ensembles(pipe: Pipeline) -> list[str]:
+    """The ensembles whose members' methods all are evaluated by `all` (a dataset config's
+    GAP ensembles stay out of a run of the SUGAR paper's overlay)."""
+    cfg = pipe.config
+    evaluated = {*[m for m in cfg["encoders"]["methods"] if m in CLASSIFIERS],
+                 *cfg["llm_eval"]["methods"]}
+    return [name for name, spec in cfg["ensembles"].items()
+            if {member_parts(m)[0] for m in spec["members"]} <= evaluated]
+
+
 def eval_targets(pipe: Pipeline, dataset: str) -> list[str]:
-    """metrics.json of each encoder and closed-set recognizer, and each zero-shot average."""
+    """metrics.json of each encoder and closed-set recognizer on each of its streams, of each
+    ensemble, and each zero-shot average."""
     methods = [m for m in pipe.config["encoders"]["methods"] if m in CLASSIFIERS]
     llm = pipe.config["llm_eval"]
-    closed = [p for p in encoder_protocols(pipe, dataset) if not UNSEEN.fullmatch(p)]
-    targets = [metrics(MAIN, dataset, p, m) for p in encoder_protocols(pipe, dataset)
-               for m in methods]
-    targets += [metrics(MAIN, dataset, p, m) for p in closed for m in llm["methods"]]
+    closed = closed_protocols(pipe, dataset)
+    targets = [metrics(run, dataset, p, m) for m in methods for run in stream_runs(pipe, dataset, m)
+               for p in encoder_protocols(pipe, dataset)]
+    targets += [metrics(run, dataset, p, m) for m in llm["methods"]
+                for run in stream_runs(pipe, dataset, m) for p in closed]
+    targets += [paths.output("ensemble", "metrics", run=MAIN, dataset=dataset, protocol=p,
+                             ensemble=name)
+                for name in fused_ensembles(pipe) for p in closed]
     ks = sorted({UNSEEN.fullmatch(p).group(1) for p in unseen_protocols(pipe, dataset)}, key=int)
     zero_shot = llm["methods"] + ([m + LINEAR for m in llm["methods"]] if llm["linear_probe"]
                                   else [])
@@ -107,10 +135,11 @@ def all_targets(pipe: Pipeline) -> list[str]:
         if uses_texts(pipe):
             targets.append(paths.output("encode_text", "embeddings", dataset=dataset))
         targets += eval_targets(pipe, dataset)
-        targets += [paths.output("extract_features", "features", run=MAIN, dataset=dataset,
+        targets += [paths.output("extract_features", "features", run=run, dataset=dataset,
                                  protocol=p, method=m)
-                    for p in encoder_protocols(pipe, dataset)
-                    for m in pipe.config["encoders"]["methods"]]
+                    for m in pipe.config["encoders"]["methods"]
+                    for run in stream_runs(pipe, dataset, m)
+                    for p in encoder_protocols(pipe, dataset)]
     return targets + cross_targets(pipe) + [report(SUMMARY)]
 
 
@@ -137,15 +166,21 @@ def ablation_protocols(pipe: Pipeline, dataset: str) -> list[str]:
 
 def ablation_rows(pipe: Pipeline, table: str) -> list[tuple[str, str]]:
     """(variant, metrics.json) of every variant on every ablation dataset and protocol; the
-    path is the main run's where the variant's evaluation signature equals it."""
+    path is the main run's (or a stream's) where the variant's evaluation signature equals
+    it; a fusion variant's is its own ensemble's."""
     rows = []
     datasets = pipe.config["ablations"]["datasets"] or pipe.config["run_datasets"]
     for variant in pipe.config["ablations"]["tables"][table]["variants"]:
         run = pipe.run(ablation_name(table, variant))
         for dataset in datasets:
             for protocol in ablation_protocols(pipe, dataset):
-                owner = pipe.owner(run, "evaluate", run.method, dataset)
-                rows.append((variant, metrics(owner, dataset, protocol, run.method)))
+                if run.ensemble:
+                    path = paths.output("ensemble", "metrics", run=run.name, dataset=dataset,
+                                        protocol=protocol, ensemble="ensemble")
+                else:
+                    owner = pipe.owner(run, "evaluate", run.method, dataset)
+                    path = metrics(owner, dataset, protocol, run.method)
+                rows.append((variant, path))
     return rows
 
 

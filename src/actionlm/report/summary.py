@@ -9,7 +9,9 @@ dataset, protocol and method are read from the path (a cross-dataset run's resul
 ``cross`` table), the row name is the method or the file's ``--row-labels`` entry (ablation
 variants). ``--all`` adds every result below ``--root``. ``--papers`` adds the papers'
 headline numbers as rows labelled "published (paper, GPU, full data)"; ``--published ROW=TOP1``
-adds a published column (the paper's number for an ablation variant).
+adds a published column (the paper's number for an ablation variant). An ensemble's result
+(``actionlm ensemble``) is a row like a method's, and the section "Ensembles" lists its
+members' top-1 and whether the fusion helps: its gain over the best member.
 
 summary.csv: dataset, method, source (this run / published ...), then per protocol
 ``{protocol} top1``, ``{protocol} top5``, ``{protocol} n`` (percent; n = test samples), and
@@ -61,7 +63,17 @@ def read_result(path: Path, label: str | None = None) -> dict:
         **key, "method": label or key["method"], "source": THIS_RUN, "top1": percent("top1"),
         "top5": percent("top5"), "top1_std": percent("top1_std"),
         "n": sum(metrics["n"]) if isinstance(metrics.get("n"), list) else metrics.get("n"),
+        "members": members_cell(metrics),
+        "best_member": 100 * max(metrics["member_top1"]) if "member_top1" in metrics else None,
     }
+
+
+def members_cell(metrics: dict) -> str | None:
+    """An ensemble's members with their top-1 ("gap 79.6, sugar 76.8"); None otherwise."""
+    if "member_top1" not in metrics:
+        return None
+    return ", ".join(f"{name} {100 * top1:.1f}" for name, top1 in
+                     zip(metrics["member_names"], metrics["member_top1"]))
 
 
 def find_results(root: Path) -> list[Path]:
@@ -76,14 +88,15 @@ def collect_results(paths: list[Path], labels: list[str] | None = None) -> pd.Da
         raise ActionlmError(f"--row-labels: {len(labels)} labels for {len(paths)} results")
     rows = [read_result(Path(p), labels[i] if labels else None) for i, p in enumerate(paths)]
     return pd.DataFrame(rows, columns=["dataset", "protocol", "method", "source", "top1", "top5",
-                                       "top1_std", "n"])
+                                       "top1_std", "n", "members", "best_member"])
 
 
 def published_results() -> pd.DataFrame:
     """The papers' numbers as result rows."""
     return pd.DataFrame([{"dataset": r.dataset, "protocol": r.protocol, "method": r.method,
                           "source": PUBLISHED_SOURCE, "top1": r.top1, "top5": r.top5,
-                          "top1_std": None, "n": None} for r in PUBLISHED])
+                          "top1_std": None, "n": None, "members": None, "best_member": None}
+                         for r in PUBLISHED])
 
 
 def wide_table(results: pd.DataFrame, published: dict[str, float] | None = None) -> pd.DataFrame:
@@ -137,6 +150,20 @@ def dataset_table(results: pd.DataFrame, dataset: str, row_name: str,
     return markdown_table(header, rows) + "\n"
 
 
+def ensembles_section(results: pd.DataFrame) -> list[str]:
+    """Each ensemble's members (top-1 %), its top-1 and its gain over the best member."""
+    fused = results[results["members"].notna()]
+    if fused.empty:
+        return []
+    rows = []
+    for _, r in fused.iterrows():
+        rows.append([r["dataset"], r["protocol"], r["method"], r["members"], f"{r['top1']:.1f}",
+                     f"{r['top1'] - r['best_member']:+.1f}"])
+    header = ["dataset", "protocol", "ensemble", "members (top-1 %)", "fused top-1 %",
+              "gain over the best member"]
+    return ["## Ensembles\n", markdown_table(header, rows) + "\n"]
+
+
 def summary_markdown(results: pd.DataFrame, title: str, row_name: str = "method",
                      papers: pd.DataFrame | None = None, published: dict[str, float] | None = None,
                      published_label: str = "", figures: list[Path] = (),
@@ -154,6 +181,7 @@ def summary_markdown(results: pd.DataFrame, title: str, row_name: str = "method"
         combined = pd.concat([results, papers[papers["dataset"] == dataset]], ignore_index=True)
         parts += [f"## {dataset}\n",
                   dataset_table(combined, dataset, row_name, published, published_label)]
+    parts += ensembles_section(results)
     if not papers.empty:
         parts.append(f"## Papers: {PUBLISHED_SOURCE}\n\nTop-1 (/ top-5) %, joint modality; not "
                      "comparable with a small CPU run.\n")

@@ -5,9 +5,10 @@ Methods: ``ce`` (cross-entropy baseline), ``gap`` (CE + lambda x GAP's multi-par
 loss against the class descriptions, Eq. 1 and 6) and ``sugar`` (SUGAR step 2: MIL-NCE
 against several positive texts per skeleton, Eq. 3; CTR-GCN without temporal pooling).
 
-Clips are cut and resized a batch at a time (actionlm.data.clips); an epoch passes over the
-training set --repeat times, in one seeded shuffle (GAP's NW-UCLA feeder: ``repeat: 5``). SGD
-with Nesterov momentum, linear warm-up then step or cosine decay (per step), gradient-norm
+Clips are cut and resized a batch at a time, in the --modality stream (joint, bone,
+joint_motion, bone_motion; actionlm.data.clips, actionlm.data.streams); an epoch passes over
+the training set --repeat times, in one seeded shuffle (GAP's NW-UCLA feeder: ``repeat: 5``).
+SGD with Nesterov momentum, linear warm-up then step or cosine decay (per step), gradient-norm
 clipping, bf16 autocast per --precision (actionlm.device; CE and the contrastive terms in
 float32). A fine-tuned text encoder (--text-tuning finetune) learns with its own AdamW
 (--text-optimizer adamw, --text-lr) or, as in GAP (main_multipart_ntu.py load_optimizer), in
@@ -54,6 +55,7 @@ from actionlm.data.classes import read_class_names
 from actionlm.data.clips import SequenceStore, load_sequences, make_clips
 from actionlm.data.skeleton_layouts import layout_for_joints
 from actionlm.data.split_files import SplitFiles, add_split_arguments, check_window
+from actionlm.data.streams import MODALITIES
 from actionlm.device import (
     add_precision_argument,
     autocast,
@@ -213,7 +215,8 @@ class EncoderTraining:
         self.cfg = train_cfg.validate()
         seed_everything(train_cfg.seed, device)
         names = read_class_names(classes)
-        store = load_sequences(files, ("train", "val"), model_options.get("bodies", 2))
+        store = load_sequences(files, ("train", "val"), model_options.get("bodies", 2),
+                               model_options.get("modality", "joint"))
         has_val = "val" in store.splits
         self.train = store.subset("train") if has_val else store
         self.val = store.subset("val") if has_val else None
@@ -229,9 +232,10 @@ class EncoderTraining:
         self.model_cfg = self.encoder_config(model_options, store, names,
                                              texts.width if texts else 0, files, classes)
         self.model = SkeletonEncoder(self.model_cfg)
-        log.info("%s encoder (%s, c=%d): %d parameters, %d train (x%d per epoch) / %d val "
-                 "samples", self.model_cfg.method, self.model_cfg.backbone,
-                 self.model_cfg.base_channels, parameter_count(self.model), len(self.train),
+        log.info("%s encoder (%s, c=%d, %s stream): %d parameters, %d train (x%d per epoch) "
+                 "/ %d val samples", self.model_cfg.method, self.model_cfg.backbone,
+                 self.model_cfg.base_channels, self.model_cfg.modality,
+                 parameter_count(self.model), len(self.train),
                  train_cfg.repeat, len(self.val or []))
         # trained besides the network: GAP's logit scales, a fine-tuned text encoder
         self.extras = nn.ModuleDict()
@@ -446,6 +450,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--window", type=positive_int, default=net["window"],
                    help="frames per clip (multiple of 4)")
     g.add_argument("--bodies", type=positive_int, default=net["bodies"])
+    g.add_argument("--modality", choices=MODALITIES, default=net["modality"],
+                   help="skeleton stream the network reads (bone: joint minus its parent; "
+                   "motion: next frame minus this one), made from the clips as CTR-GCN's feeder")
     g.add_argument("--dropout", type=fraction, default=net["dropout"])
     g.add_argument("--parts", type=int, choices=(1, 2, 4, 6), default=net["parts"],
                    help="GAP partition: 1 = global term only, 2, 4 or 6 parts (+ global)")

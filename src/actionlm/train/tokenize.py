@@ -11,7 +11,7 @@ reads):
     n_tokens   int16    len(tokens)
     schema metadata: actionlm.codes (U), actionlm.tokens_per_sentence (W), actionlm.codebook
     (hyperbolic / euclidean), actionlm.vqvae (weights file), actionlm.protocol (the split
-    table's).
+    table's), actionlm.modality (the skeleton stream the VQ-VAE reads, from its config).
 
 ``codebook_usage.parquet``: split (train / val / test / all), rank (1 = most used), code,
 count, frequency (count / tokens of that split), zipf (Zipf(alpha, beta) probability of that
@@ -19,9 +19,10 @@ rank, alpha/beta from the config.json beside the weights, else 1 / 2.7). ``usage
 split n_sentences, n_tokens, used_codes, perplexity (exp of the code-frequency entropy), zipf_js (JS
 divergence of the sorted frequencies from Zipf, Eq. 4), plus samples_per_second.
 
-Samples stream from skeletons.parquet in batches (resized on the fly) to the device and the
-Parquet writer, so memory does not grow with the dataset. The encoder runs under --precision
-(actionlm.device); the nearest-code search is float32 whatever it is.
+Samples stream from skeletons.parquet in batches (resized and turned into the VQ-VAE's
+skeleton stream on the fly) to the device and the Parquet writer, so memory does not grow
+with the dataset. The encoder runs under --precision (actionlm.device); the nearest-code
+search is float32 whatever it is.
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ def tokenize_dataset(
         codebook=cfg.codebook,
         vqvae=str(vqvae_path),
         protocol=protocol,
+        modality=cfg.modality,
     )
     counts: dict[str, torch.Tensor] = {}
     n_samples = 0
@@ -159,7 +161,7 @@ def tokenize_dataset(
         atomic_path(out_dir / "action_sentences.parquet") as tmp,
         pq.ParquetWriter(tmp, schema) as writer,
     ):
-        chunks = iter_split_tensors(files, cfg.window, None, cfg.bodies, batch_size)
+        chunks = iter_split_tensors(files, cfg.window, None, cfg.bodies, batch_size, cfg.modality)
         for chunk in tqdm(chunks, desc="tokenize", unit="batch", delay=2):
             require_same_layout(chunk.joints.shape[3], cfg.joints, files.skeletons, vqvae_path)
             with autocast(device, precision):

@@ -11,11 +11,14 @@ Resumable: OUT/checkpoints/ holds the newest checkpoint (every --checkpoint-ever
 each epoch's end); rerunning the same command continues from it and, on CPU, ends with the
 same weights as an uninterrupted run. A checkpoint made with another config is ignored.
 
-Outputs: ``vqvae.safetensors`` (weights; the network's VQVAEConfig in its metadata, so the
-tokenizer needs nothing else), ``config.json`` (every setting of the run: data, model, loss,
-train), ``curves.parquet`` (one row per epoch: epoch, step, loss, rec, embed, commit, zipf,
-context, mmd (epoch means over samples), perplexity and used_codes of the epoch's hard code
-assignments, dead_codes_reset, lr, seconds).
+The network reads the --modality skeleton stream (joint, bone, joint_motion, bone_motion;
+actionlm.data.streams); its input normalisation is that stream's.
+
+Outputs: ``vqvae.safetensors`` (weights; the network's VQVAEConfig in its metadata, its stream
+included, so the tokenizer needs nothing else), ``config.json`` (every setting of the run:
+data, model, loss, train), ``curves.parquet`` (one row per epoch: epoch, step, loss, rec,
+embed, commit, zipf, context, mmd (epoch means over samples), perplexity and used_codes of the
+epoch's hard code assignments, dead_codes_reset, lr, seconds).
 
 Optimisers: AdamW for the encoder/decoder (the paper's optimiser) and geoopt's Riemannian
 Adam for the codebook, with the same learning rate; for the Euclidean ablation the same
@@ -52,6 +55,7 @@ from actionlm.data.split_files import (
     check_window,
     longest_sequence,
 )
+from actionlm.data.streams import MODALITIES
 from actionlm.data.tensors import load_split
 from actionlm.device import (
     add_precision_argument,
@@ -197,7 +201,7 @@ class VQVAETraining:
         self.device = device
         seed_everything(train_cfg.seed, device)
         check_window(probe.window, longest_sequence(files, ("train",)))
-        self.data = load_split(files, "train", probe.window, probe.bodies)
+        self.data = load_split(files, "train", probe.window, probe.bodies, probe.modality)
         self.steps_per_epoch = math.ceil(len(self.data) / train_cfg.batch_size)
         self.total_steps = step_budget(train_cfg.epochs, train_cfg.max_steps,
                                        self.steps_per_epoch)
@@ -327,6 +331,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="frames V per sequence (W = V/4 tokens)")
     g.add_argument("--bodies", type=positive_int, default=net["bodies"],
                    help="bodies kept per frame (zero-padded)")
+    g.add_argument("--modality", choices=MODALITIES, default=net["modality"],
+                   help="skeleton stream the VQ-VAE reads and tokenize feeds it (bone: joint "
+                   "minus its parent; motion: next frame minus this one)")
     g.add_argument("--codes", type=positive_int, default=net["codes"],
                    help="codebook size U (even)")
     g.add_argument("--codebook", choices=CODEBOOKS, default=net["codebook"],
