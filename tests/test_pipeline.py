@@ -314,6 +314,8 @@ def test_a_run_without_encoders_or_text_methods_asks_for_neither():
     ({"ensembles": {"gap": {"members": ["gap", "ce"]}}},
      "ensembles.gap: the name of a method's evaluation"),
     ({"encoders": {"modalities": ["bones"]}}, "encoders.modalities.0: 'bones' is not one of"),
+    ({"encoders": {"gap": {"network": {"modality": "bone"}}}},
+     "encoders.gap.network.modality: it would override the stream of every run"),
 ])
 def test_config_errors_name_the_key(overlay, message):
     with pytest.raises(ActionlmError, match="config is invalid") as err:

@@ -68,6 +68,15 @@ def shadowed_variant_keys(config: dict) -> list[str]:
     return problems
 
 
+def modality_problems(config: dict) -> list[str]:
+    """A method block's network.modality would win over every stream run's (all of the
+    method's streams would train one stream): its streams are encoders.{method}.modalities."""
+    return [f"encoders.{method}.network.modality: it would override the stream of every run "
+            f"streams/{{m}}/; list {method}'s streams in encoders.{method}.modalities"
+            for method in ("ce", "gap", "sugar")
+            if "modality" in config["encoders"][method].get("network", {})]
+
+
 def ensemble_problems(config: dict) -> list[str]:
     """An ensemble named as a method (both would write eval/.../{name}/), and weights that do
     not pair with the members, in `ensembles` and in fusion variants."""
@@ -106,6 +115,7 @@ def check_config(config: dict, schema: str | Path, source: str = "config") -> No
     """Raise ActionlmError listing every problem of ``config``."""
     validate_config(config, schema, source)
     problems = (names_problems(config) + dataset_problems(config) +
-                shadowed_variant_keys(config) + ensemble_problems(config))
+                shadowed_variant_keys(config) + ensemble_problems(config) +
+                modality_problems(config))
     if problems:
         raise ActionlmError(f"{source} is invalid:\n" + "\n".join(f"  {p}" for p in problems))
