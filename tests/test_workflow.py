@@ -91,7 +91,7 @@ def test_all_trains_and_evaluates_the_encoders(workdir):
     features = pd.read_parquet(workdir / "results/features/nw_ucla/view2/sugar/features.parquet")
     assert len(features) == 1020 and (features["n_steps"] == 4).all()  # window 16 / 4
     log = (workdir / "logs/train_encoder/nw_ucla/view2/gap.log").read_text()
-    assert "gap encoder (ctrgcn, c=4)" in log
+    assert "gap encoder (ctrgcn, c=4, joint stream)" in log
 
 
 def test_all_runs_llm_ar_closed_set_zero_shot_and_the_report(workdir):
