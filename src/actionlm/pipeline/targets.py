@@ -14,7 +14,7 @@ from __future__ import annotations
 from actionlm.data.splits import UNSEEN
 from actionlm.pipeline import paths
 from actionlm.pipeline.flags import cli_flags
-from actionlm.pipeline.runs import MAIN, ablation_name, cross_name, stream_name
+from actionlm.pipeline.runs import MAIN, ablation_name, cross_name
 from actionlm.pipeline.stages import CLASSIFIERS, LINEAR, Pipeline, member_parts, modalities
 
 SUMMARY = "summary"
@@ -38,9 +38,8 @@ def unseen_protocols(pipe: Pipeline, dataset: str, k: str | None = None) -> list
 
 def stream_runs(pipe: Pipeline, dataset: str, method: str) -> list[str]:
     """The runs that evaluate ``method`` on each of its streams (the main run's is "")."""
-    return list(dict.fromkeys(
-        pipe.owner(pipe.run(stream_name(m)), "evaluate", method, dataset)
-        for m in modalities(pipe.settings(MAIN, dataset), method)))
+    return list(dict.fromkeys(pipe.stream_run(method, m, dataset)
+                              for m in modalities(pipe.settings(MAIN, dataset), method)))
 
 
 def closed_protocols(pipe: Pipeline, dataset: str) -> list[str]:
