@@ -147,7 +147,7 @@ extract-features --threads 0
 evaluate --test-interval 0 -1 nan
 evaluate --batch-size 0
 evaluate --threads 0
-evaluate --describe-tokens -1
+evaluate --generate-tokens -1
 ensemble --weights -1 nan inf
 lora --description-words 0
 lora --lora-r 0

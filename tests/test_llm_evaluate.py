@@ -24,7 +24,13 @@ from actionlm.llm.recognizer import (
     base_fingerprint,
     load_recognizer,
 )
-from actionlm.llm.scoring import score_answers, tokenize_answers
+from actionlm.llm.scoring import (
+    generate_answers,
+    match_answer,
+    match_ranking,
+    score_answers,
+    tokenize_answers,
+)
 from actionlm.llm.tqp import BridgeConfig
 from actionlm.llm.zeroshot import summarize_seeds
 from actionlm.train.tokenize import SENTENCE_SCHEMA
@@ -147,16 +153,46 @@ def test_zero_shot_ranks_the_held_out_classes_listed_in_the_prompt(setup, tmp_pa
     assert not torch.allclose(listed, unlisted)  # the candidate list is in the instruction
 
 
-def test_sugar_generates_its_description_beside_the_ranking(setup, tmp_path):
-    args = eval_args(setup, tmp_path, "sugar", "features", "--describe-tokens", "3",
+def test_sugar_is_also_evaluated_by_what_it_generates(setup, tmp_path):
+    args = eval_args(setup, tmp_path, "sugar", "features", "--generate-tokens", "3",
                      "--normalize", "mean")
     args.model = setup["sugar"] / "recognizer.json"  # the folder or its recognizer.json
     metrics = evaluate_llm(args)
     assert "protocol" not in metrics  # the features table records none
-    table = pq.read_table(tmp_path / "predictions.parquet")
-    assert table.num_rows == len(CLASSES)
-    assert all(isinstance(t, str) and len(t.split()) <= 3 for t in table["generated"].to_pylist())
-    assert table_metadata(table, "normalize") == "mean"
+    table = pq.read_table(tmp_path / "predictions.parquet").to_pandas()
+    assert len(table) == len(CLASSES) and table_metadata(
+        pq.read_table(tmp_path / "predictions.parquet"), "normalize") == "mean"
+    generated, ranking = table["generated"].tolist(), table["generated_ranking"].map(list).tolist()
+    assert all(isinstance(t, str) and len(t.split()) <= 3 for t in generated)
+    assert ranking == [[i] if (i := match_answer(t, CLASSES)) >= 0 else [] for t in generated]
+    generation = metrics["generation"]  # an answer naming no class is wrong, and listed
+    assert generation["top1"] == pytest.approx(np.mean(
+        [r[:1] == [y] for r, y in zip(ranking, table["label"])]))
+    assert generation["no_class_samples"] == [s for s, r in zip(table["sample_id"], ranking)
+                                              if not r]
+    assert generation["no_class"] == len(generation["no_class_samples"]) / len(table)
+    assert "top5" not in generation and generation["prompt"] == "trained"
+
+
+def test_zero_shot_generation_asks_for_the_top_five_listed_classes(setup, tmp_path):
+    metrics = evaluate_llm(eval_args(setup, tmp_path, "llm_ar", "unseen_sentences", "--zero-shot",
+                                     "--generate-tokens", "4"))
+    table = pq.read_table(tmp_path / "predictions.parquet").to_pandas()
+    recognizer = load_recognizer(setup["llm_ar"], "cpu")
+    assert "please choose the top five most compatible action from: hand, arm." in \
+        recognizer.prompt_text(CLASSES[SEEN:], ranking=True)
+    tokens = pq.read_table(setup["unseen_sentences"]).to_pandas().query("split == 'test'")["tokens"]
+    with torch.no_grad():
+        embeds, mask = recognizer.prompt_embeddings(tokens.map(list).tolist(), CLASSES[SEEN:],
+                                                    ranking=True)
+        assert table["generated"].tolist() == generate_answers(
+            recognizer.model, recognizer.tokenizer, embeds, mask, 4)
+    ranking = table["generated_ranking"].map(list).tolist()
+    assert ranking == [match_ranking(t, CLASSES[SEEN:]) for t in table["generated"]]
+    generation = metrics["generation"]
+    assert generation["prompt"] == "top five of the candidates"
+    assert generation["top5"] == pytest.approx(np.mean(
+        [y in r for r, y in zip(ranking, table["label"])]))
 
 
 def test_linear_probe_learns_seen_classes_but_cannot_name_unseen_ones(setup, tmp_path):
@@ -198,10 +234,14 @@ def test_zero_shot_seeds_are_averaged(tmp_path):
         paths.append(tmp_path / f"{seed}.json")
         paths[-1].write_text(json.dumps({"method": "llm_ar", "protocol": f"unseen3_seed{seed}",
                                          "n": 10, "top1": top1, "top5": 1.0,
-                                         "mean_class_accuracy": top1}))
+                                         "mean_class_accuracy": top1,
+                                         "generation": {"top1": top1 / 2, "top5": 0.9,
+                                                        "no_class": 0.1 * seed}}))
     summary = summarize_seeds(paths)
     assert summary["top1"] == pytest.approx(0.6) and summary["runs"] == 2
     assert summary["top1_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert summary["generation"]["top1"] == pytest.approx(0.3)
+    assert summary["generation"]["no_class"] == pytest.approx(0.05)
     (tmp_path / "other.json").write_text(json.dumps({**json.loads(paths[0].read_text()),
                                                      "method": "sugar"}))
     with pytest.raises(ActionlmError, match="different methods"):

@@ -98,6 +98,15 @@ def test_an_ensemble_is_a_row_and_its_gain_over_the_best_member_is_reported(eval
                                                           "60.0", "+5.0"]
 
 
+def test_an_evaluation_by_generation_is_a_labelled_row_beside_scoring(evals, tmp_path):
+    sugar = write_metrics(evals / "synthetic/xsub/sugar/metrics.json", top1=0.7, top5=0.9,
+                          n=100, generation={"top1": 0.6, "no_class": 0.05})
+    md, table = run_report(evals, tmp_path, files=[sugar])
+    assert cell(table, "synthetic", "sugar", "xsub top1") == pytest.approx(70.0)
+    assert cell(table, "synthetic", "sugar (generation)", "xsub top1") == pytest.approx(60.0)
+    assert markdown_row(md, "synthetic", "sugar (generation)") == ["60.0"]
+
+
 def test_ablation_table_has_a_published_column(tmp_path):
     files = [write_metrics(tmp_path / f"results/ablations/t/{variant}/eval/synthetic/xsub/gap/"
                            "metrics.json", top1=top1, top5=0.9, n=10)

@@ -14,6 +14,7 @@ from actionlm.llm.scoring import (
     chat_prompt_embeddings,
     generate_answers,
     match_answer,
+    match_ranking,
     score_answers,
     shared_prefix_length,
     tokenize_answers,
@@ -162,7 +163,20 @@ def test_generation_is_greedy_decoding_of_each_left_padded_prompt(tiny):
     ("pick up with two hands", 3),              # the longest class it starts with
     ("I think it is: stand up!", 1),            # contained
     ("dancing", -1),
+    ("stnad up: the person rises from the chair", 1),  # fuzzy, on the words before ":"
+    ("pick upp with two hand", 3),              # fuzzy: the closest name wins
+    ("sleep", -1),                              # nothing close enough
 ])
 def test_generated_text_is_matched_to_a_class_name(text, expected):
     classes = ["sit down", "stand up", "pick up", "pick up with two hands"]
     assert match_answer(text, classes) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("1. stand up 2. sit down 3. dancing 4) stand up 5. pick up", [1, 0, 2]),
+    ("sit down, pick up with two hands; stand up", [0, 3, 1]),
+    ("no idea", []),
+])
+def test_a_top_five_answer_is_read_as_a_ranking(text, expected):
+    classes = ["sit down", "stand up", "pick up", "pick up with two hands"]
+    assert match_ranking(text, classes) == expected

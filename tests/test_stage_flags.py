@@ -33,7 +33,7 @@ FLIPPED = {
     "lora": {"common": {"gradient_checkpointing": True, "max_grad_norm": 0.0},
              "llm_ar": {"train_action_embeddings": False},
              "sugar": {"descriptions": True, "bridge": "qformer"}},
-    "llm_eval": {"normalize": "mean", "describe_tokens": 5},
+    "llm_eval": {"normalize": "mean", "generate_tokens": 5},
 }
 ENDPOINT = {"knowledge": {"provider": {"serve_local": False, "base_url": None},
                           "visual": {"enabled": True, "frames_dir": None}}}

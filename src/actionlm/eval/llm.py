@@ -4,7 +4,14 @@ zero-shot recognition is compared with. Class names come from --classes; the pro
 metrics.json is the one the inputs table records (left out when it records none).
 
 Every test sample is scored against every candidate class at once (actionlm.llm.scoring):
-top-1 and top-5 come from one ranking, never from an unmatched free-form answer.
+top-1 and top-5 come from one ranking, never from an unmatched free-form answer. With
+``--generate-tokens N`` the recognizer also answers as in the papers, by greedy generation
+(closed set: the trained prompt; zero-shot: SUGAR's request for the top five candidates), and
+the class is read off the text (actionlm.llm.scoring.match_answer / match_ranking: exact name,
+contained name, then a fuzzy match); an answer that names no class counts as wrong and its
+sample is listed. metrics.json's ``generation`` holds top1 (zero-shot: top5 too), no_class
+(the share of such answers) and no_class_samples; predictions.parquet the ``generated`` text
+and ``generated_ranking`` (the classes it names, best first; empty for none).
 
 - Closed set: the candidates are all classes of the dataset, the prompt is the trained one.
 - Zero-shot (``--zero-shot``; LLM-AR Sec. 4.4 "unseen activity classes", SUGAR "Zero-shot"):
@@ -26,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
@@ -38,7 +46,14 @@ from actionlm.device import autocast, autocast_dtype, select_device
 from actionlm.errors import ActionlmError
 from actionlm.eval.metrics import write_evaluation
 from actionlm.io import parquet_file, read_table, table_metadata
-from actionlm.llm.scoring import NORMALIZATIONS, generate_answers, score_answers, tokenize_answers
+from actionlm.llm.scoring import (
+    NORMALIZATIONS,
+    generate_answers,
+    match_answer,
+    match_ranking,
+    score_answers,
+    tokenize_answers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +117,7 @@ def candidate_classes(labels: np.ndarray, names: list[str], zero_shot: bool
 
 def evaluate_recognizer(args: argparse.Namespace) -> dict:
     """Score every test sample against every candidate with a trained recognizer; optionally
-    generate its free-form answer (SUGAR's class + description) into ``generated``."""
+    let it generate its answer too (its class, SUGAR's description) and read the class off."""
     from actionlm.llm.recognizer import load_recognizer
 
     device = select_device(args.device)
@@ -130,14 +145,39 @@ def evaluate_recognizer(args: argparse.Namespace) -> dict:
             scores.append(score_answers(recognizer.model, embeds, mask, answers,
                                         normalize=args.normalize,
                                         row_names=test.sample_ids[start:stop]).cpu())
-            if args.describe_tokens:
+            if args.generate_tokens:
+                if args.zero_shot:  # SUGAR's question: the top five of the listed classes
+                    embeds, mask = recognizer.prompt_embeddings(test.rows(start, stop), listed,
+                                                                ranking=True)
                 generated += generate_answers(recognizer.model, recognizer.tokenizer, embeds,
-                                              mask, args.describe_tokens)
+                                              mask, args.generate_tokens)
     metadata = {"method": args.method, **protocol_of(test), "model": str(args.model),
                 "inputs": str(args.inputs), "zero_shot": args.zero_shot,
                 "normalize": args.normalize}
-    return _write(args, torch.cat(scores).numpy(), labels, test.sample_ids, candidates,
-                  {"generated": generated} if args.describe_tokens else None, metadata)
+    extra = None
+    if args.generate_tokens:
+        ranked = [match_ranking(text, candidates) if args.zero_shot else
+                  [i for i in [match_answer(text, candidates)] if i >= 0] for text in generated]
+        extra = {"generated": generated,
+                 "generated_ranking": pa.array(ranked, pa.list_(pa.int32()))}
+        metadata["generation"] = generation_metrics(ranked, labels, test.sample_ids,
+                                                    args.zero_shot, args.generate_tokens)
+    return _write(args, torch.cat(scores).numpy(), labels, test.sample_ids, candidates, extra,
+                  metadata)
+
+
+def generation_metrics(ranked: list[list[int]], labels: np.ndarray, sample_ids: list[str],
+                       zero_shot: bool, tokens: int) -> dict:
+    """Accuracy of the generated answers (the classes they name, best first): top-1, top-5
+    when five were asked for, and the answers that name no class (wrong, and listed)."""
+    first = np.array([r[0] if r else -1 for r in ranked])
+    none = [s for s, r in zip(sample_ids, ranked) if not r]
+    out = {"top1": float((first == labels).mean()), "no_class": len(none) / len(ranked),
+           "no_class_samples": none, "tokens": tokens,
+           "prompt": "top five of the candidates" if zero_shot else "trained"}
+    if zero_shot:
+        out["top5"] = float(np.mean([int(y) in r for y, r in zip(labels, ranked)]))
+    return out
 
 
 def protocol_of(inputs: TestInputs) -> dict:
@@ -233,9 +273,10 @@ def add_llm_arguments(group) -> None:
     group.add_argument("--normalize", choices=NORMALIZATIONS, default="sum",
                        help="candidate score: summed answer log-likelihood (default: the "
                        "trained objective) or its mean per token (untrained zero-shot prompts)")
-    group.add_argument("--describe-tokens", type=non_negative_int, default=0,
-                       help="also generate a free-form answer of up to N tokens per sample "
-                       "(SUGAR's class + description) into predictions.parquet 'generated'")
+    group.add_argument("--generate-tokens", type=non_negative_int, default=0,
+                       help="also let the recognizer generate its answer (up to N tokens, "
+                       "greedy; zero-shot: the top five, as SUGAR asks), read the class off it "
+                       "and report generation accuracy beside scoring's; 0: off")
     group.add_argument("--llm", type=Path, default=None,
                        help="base LLM folder, if not where recognizer.json says (same model)")
     group.add_argument("--train-inputs", type=Path, default=None,

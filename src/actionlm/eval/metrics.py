@@ -11,7 +11,7 @@ compares GAP, LLM-AR and SUGAR on identical definitions.
     scores     list<float32>  every class's score, in ``class_names`` order (-inf: a class
                the method cannot predict, e.g. one the linear probe was not trained on);
                what ``actionlm ensemble`` fuses
-    + method-specific extra columns (e.g. SUGAR's generated description)
+    + method-specific extra columns (an LLM's generated answer and the classes it names)
     metadata: actionlm.class_names, actionlm.method, ... (caller's ``metadata``)
 
 ``metrics.json``: n, top1, top5, mean_class_accuracy (mean over classes present in the test
@@ -116,7 +116,7 @@ def write_evaluation(out_dir: str | os.PathLike, scores: np.ndarray, labels: np.
         "scores": score_lists(scores),
     }
     for name, values in (extra or {}).items():
-        columns[name] = pa.array(list(values))
+        columns[name] = values if isinstance(values, pa.Array) else pa.array(list(values))
     table = pa.table(columns)
     meta = {"class_names": class_names, **(metadata or {})}
     write_parquet(table.replace_schema_metadata(with_metadata(table.schema, **meta).metadata),

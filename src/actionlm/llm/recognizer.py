@@ -54,6 +54,10 @@ ACTION_SLOT = "{actions}"
 INSTRUCTION = (f"Given a sequence of action tokens {ACTION_SLOT}, "
                "please predict the corresponding action.")
 CANDIDATES = " Choose one of: {candidates}."
+# SUGAR's zero-shot question for its top five ("Zero-shot on Action Recognition"), answered by
+# generation (actionlm.eval.llm --generate-tokens).
+RANKING = (f"Given a sequence of action tokens {ACTION_SLOT}, please choose the top five most "
+           "compatible action from: {candidates}.")
 # Without a chat template: the Alpaca layout of the code base LLM-AR builds on.
 PLAIN_TEMPLATE = "### Instruction:\n{instruction}\n\n### Response:\n"
 IGNORE = -100
@@ -168,7 +172,7 @@ class Recognizer(nn.Module):
         else:
             self.bridge = build_bridge(spec.bridge, spec.features["width"], hidden)
         self.chat = bool(self.tokenizer.chat_template)
-        self._prompt_cache: dict[tuple[str, ...] | None, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._prompt_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._answer_ids = {c: self.encode_answer(a) for c, a in zip(spec.classes, spec.answers)}
         self.to(device)
 
@@ -189,10 +193,13 @@ class Recognizer(nn.Module):
         ids = self._answer_ids.get(class_name)
         return ids if ids is not None else self.encode_answer(self.answer_text(class_name))
 
-    def prompt_text(self, candidates: Sequence[str] | None = None) -> str:
-        """The whole prompt as text, ``{actions}`` marking where the skeleton tokens go."""
+    def prompt_text(self, candidates: Sequence[str] | None = None, ranking: bool = False) -> str:
+        """The whole prompt as text, ``{actions}`` marking where the skeleton tokens go;
+        ``ranking``: SUGAR's request for the top five of ``candidates`` instead."""
         instruction = self.spec.prompt["instruction"]
-        if candidates:
+        if ranking:
+            instruction = RANKING.replace("{candidates}", ", ".join(candidates or ()))
+        elif candidates:
             instruction += self.spec.prompt["candidates"].format(candidates=", ".join(candidates))
         if self.chat:
             return self.tokenizer.apply_chat_template(
@@ -201,11 +208,12 @@ class Recognizer(nn.Module):
         bos = self.tokenizer.bos_token or ""
         return bos + PLAIN_TEMPLATE.format(instruction=instruction)
 
-    def prompt_pieces(self, candidates: Sequence[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def prompt_pieces(self, candidates: Sequence[str] | None, ranking: bool = False
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids of the prompt before and after the skeleton tokens (cached)."""
-        key = tuple(candidates) if candidates else None
+        key = (tuple(candidates) if candidates else None, ranking)
         if key not in self._prompt_cache:
-            before, after = self.prompt_text(candidates).split(ACTION_SLOT)
+            before, after = self.prompt_text(candidates, ranking).split(ACTION_SLOT)
             self._prompt_cache[key] = tuple(
                 torch.tensor(self.tokenizer(text, add_special_tokens=False).input_ids,
                              dtype=torch.long, device=self.device)
@@ -250,14 +258,14 @@ class Recognizer(nn.Module):
         self.spec.bridge.validate(width, features.shape[1], "features")
         return list(self.bridge(features.to(self.device)))
 
-    def prompt_embeddings(self, inputs, candidates: Sequence[str] | None = None
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    def prompt_embeddings(self, inputs, candidates: Sequence[str] | None = None,
+                          ranking: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs_embeds [B, L, H], attention_mask [B, L]), left-padded so that every row
         ends where its answer starts. ``inputs``: token id lists or a LongTensor [B, W]
         (llm_ar), features [B, n_steps, width] (sugar); ``candidates``: class names listed in
-        the instruction (zero-shot)."""
+        the instruction (zero-shot); ``ranking``: SUGAR's top-five question about them."""
         embed = self.model.get_input_embeddings()
-        before, after = (embed(ids) for ids in self.prompt_pieces(candidates))
+        before, after = (embed(ids) for ids in self.prompt_pieces(candidates, ranking))
         rows = [torch.cat([before, s.to(before.dtype), after])
                 for s in self.skeleton_embeddings(inputs)]
         length = max(len(r) for r in rows)

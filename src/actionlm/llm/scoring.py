@@ -23,6 +23,7 @@ where the sum penalises long class names for their length alone.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -261,7 +262,10 @@ def _normalized(text: str) -> str:
 def match_answer(text: str, candidates: Sequence[str]) -> int:
     """Index of the candidate a generated answer names, -1 for none: the whole answer equal to
     a class name (case, punctuation and spacing ignored), else the longest class name the
-    answer starts with, else the longest one it contains (whole words)."""
+    answer starts with, else the longest one it contains (whole words), else (fuzzy) the class
+    name most like the answer's opening words up to the first ":" (as many words as the name
+    has), if their difflib similarity ratio is at least FUZZY_CUTOFF: "drnk water" names
+    "drink water", "dancing" names none of "sit down", "stand up"."""
     said = _normalized(text)
     names = [_normalized(c) for c in candidates]
     if said in names:
@@ -270,4 +274,25 @@ def match_answer(text: str, candidates: Sequence[str]) -> int:
         hits = [i for i, n in enumerate(names) if n and test(n)]
         if hits:
             return max(hits, key=lambda i: len(names[i]))
-    return -1
+    return fuzzy_match(_normalized(text.split(":", 1)[0]), names)
+
+
+FUZZY_CUTOFF = 0.8
+
+
+def fuzzy_match(said: str, names: Sequence[str]) -> int:
+    """The name closest to as many opening words of ``said`` as it has, -1 below FUZZY_CUTOFF."""
+    words = said.split()
+    ratios = [difflib.SequenceMatcher(None, " ".join(words[:len(n.split())]), n).ratio()
+              if n else 0.0 for n in names]
+    best = max(range(len(names)), key=ratios.__getitem__, default=-1)
+    return best if best >= 0 and ratios[best] >= FUZZY_CUTOFF else -1
+
+
+def match_ranking(text: str, candidates: Sequence[str], k: int = 5) -> list[int]:
+    """The distinct candidates a "top k" answer names, in its order, at most ``k``: the answer
+    is split at commas, semicolons, line breaks and list numbers ("1.", "2)") and each piece
+    matched by match_answer."""
+    pieces = re.split(r"[,;\n]|\b\d+[.)]", text)
+    found = [match_answer(piece, candidates) for piece in pieces if piece.strip()]
+    return list(dict.fromkeys(i for i in found if i >= 0))[:k]

@@ -1,5 +1,6 @@
 """Average the metrics of one method over the seeds of a zero-shot protocol (unseen{K}_seed{S})
--> one JSON: mean and standard deviation of top-1, top-5 and mean class accuracy.
+-> one JSON: mean and standard deviation of top-1, top-5 and mean class accuracy, and of the
+evaluation by generation (``generation``: top1, top5, no_class) where every seed has one.
 
 LLM-AR (Sec. 4.4, Table 8) draws the held-out classes 5 times and reports the mean; a single
 draw says little, since some class triples are much easier to tell apart than others.
@@ -38,11 +39,21 @@ def summarize_seeds(paths: list[Path]) -> dict:
             f"metrics of different methods {sorted(methods)}: average one at a time")
     summary = {"method": methods.pop(), "runs": len(runs),
                "protocols": [r["protocol"] for r in runs], "n": [r["n"] for r in runs]}
-    for key in AVERAGED:
-        values = np.array([r[key] for r in runs], dtype=float)
-        summary[key] = float(values.mean())
-        summary[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    summary.update(mean_std(runs, AVERAGED))
+    if all("generation" in r for r in runs):
+        summary["generation"] = mean_std([r["generation"] for r in runs],
+                                         ("top1", "top5", "no_class"))
     return summary
+
+
+def mean_std(runs: list[dict], keys: tuple[str, ...]) -> dict:
+    """``key`` and ``key_std`` (over the runs; 0 for one run) of each key the runs hold."""
+    out = {}
+    for key in (k for k in keys if all(k in r for r in runs)):
+        values = np.array([r[key] for r in runs], dtype=float)
+        out[key] = float(values.mean())
+        out[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return out
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

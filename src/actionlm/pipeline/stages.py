@@ -99,7 +99,7 @@ def evaluate_options(cfg: dict, method: str, zero_shot: bool) -> dict:
         return {"method": "linear_probe", "zero_shot": zero_shot}
     ev = cfg["llm_eval"]
     return {"method": method, "zero_shot": zero_shot, "normalize": ev["normalize"],
-            "describe_tokens": ev["describe_tokens"] if method == "sugar" else 0}
+            "generate_tokens": ev["generate_tokens"]}
 
 
 def signature(stage: str, cfg: dict, method: str | None) -> tuple:

@@ -11,7 +11,9 @@ variants). ``--all`` adds every result below ``--root``. ``--papers`` adds the p
 headline numbers as rows labelled "published (paper, GPU, full data)"; ``--published ROW=TOP1``
 adds a published column (the paper's number for an ablation variant). An ensemble's result
 (``actionlm ensemble``) is a row like a method's, and the section "Ensembles" lists its
-members' top-1 and whether the fusion helps: its gain over the best member.
+members' top-1 and whether the fusion helps: its gain over the best member. An LLM
+recognizer also evaluated by generation (``evaluate --generate-tokens``) has a second row,
+"{method} (generation)", labelled so next to the scoring row.
 
 summary.csv: dataset, method, source (this run / published ...), then per protocol
 ``{protocol} top1``, ``{protocol} top5``, ``{protocol} n`` (percent; n = test samples), and
@@ -39,10 +41,11 @@ THIS_RUN = "this run"
 MISSING = "–"
 
 
-def read_result(path: Path, label: str | None = None) -> dict:
-    """One result row (percent) from an evaluation's metrics.json or a seed average; dataset,
-    protocol and method come from its path (actionlm.pipeline.paths.result_key), the row's
-    name is ``label`` when given (an ablation variant), else the method."""
+def read_result(path: Path, label: str | None = None) -> list[dict]:
+    """The result rows (percent) of an evaluation's metrics.json or a seed average: scoring's,
+    and generation's where it ran; dataset, protocol and method come from its path
+    (actionlm.pipeline.paths.result_key), the row's name is ``label`` when given (an ablation
+    variant), else the method."""
     key = result_key(str(path))
     if key is None:
         raise ActionlmError(f"{path}: not an evaluation's result (expected .../eval/DATASET/"
@@ -55,17 +58,22 @@ def read_result(path: Path, label: str | None = None) -> dict:
     if not isinstance(metrics, dict) or "top1" not in metrics:
         raise ActionlmError(f"{path}: not an evaluation's metrics (no top1)")
 
-    def percent(name: str) -> float | None:
-        value = metrics.get(name)
-        return None if value is None else 100.0 * float(value)
+    n = sum(metrics["n"]) if isinstance(metrics.get("n"), list) else metrics.get("n")
+    name = label or key["method"]
+    rows = [{**key, **percents(metrics), "method": name, "source": THIS_RUN, "n": n,
+             "members": members_cell(metrics),
+             "best_member": 100 * max(metrics["member_top1"]) if "member_top1" in metrics
+             else None}]
+    if isinstance(metrics.get("generation"), dict):
+        rows.append({**key, **percents(metrics["generation"]), "method": f"{name} (generation)",
+                     "source": THIS_RUN, "n": n, "members": None, "best_member": None})
+    return rows
 
-    return {
-        **key, "method": label or key["method"], "source": THIS_RUN, "top1": percent("top1"),
-        "top5": percent("top5"), "top1_std": percent("top1_std"),
-        "n": sum(metrics["n"]) if isinstance(metrics.get("n"), list) else metrics.get("n"),
-        "members": members_cell(metrics),
-        "best_member": 100 * max(metrics["member_top1"]) if "member_top1" in metrics else None,
-    }
+
+def percents(metrics: dict) -> dict:
+    """top1, top5, top1_std of a metrics dict in percent (None where it has none)."""
+    return {k: None if metrics.get(k) is None else 100.0 * float(metrics[k])
+            for k in ("top1", "top5", "top1_std")}
 
 
 def members_cell(metrics: dict) -> str | None:
@@ -86,7 +94,8 @@ def collect_results(paths: list[Path], labels: list[str] | None = None) -> pd.Da
     """The long results table, rows in input order (named by ``labels`` when given)."""
     if labels is not None and len(labels) != len(paths):
         raise ActionlmError(f"--row-labels: {len(labels)} labels for {len(paths)} results")
-    rows = [read_result(Path(p), labels[i] if labels else None) for i, p in enumerate(paths)]
+    rows = [row for i, p in enumerate(paths)
+            for row in read_result(Path(p), labels[i] if labels else None)]
     return pd.DataFrame(rows, columns=["dataset", "protocol", "method", "source", "top1", "top5",
                                        "top1_std", "n", "members", "best_member"])
 
