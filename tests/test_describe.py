@@ -18,6 +18,7 @@ from actionlm.knowledge.client import InvalidAnswer
 from actionlm.knowledge.describe import (
     Prompts,
     import_gap,
+    parse_motion,
     parse_paragraph,
     parse_parts,
     parse_synonyms,
@@ -39,7 +40,8 @@ def action_of(question: str) -> str:
 
 
 def gap_style(body: dict) -> str:
-    """What a well-behaved model answers to each of the three questions."""
+    """What a well-behaved model answers to each question (the same six parts to the part
+    question and to SUGAR's motion question)."""
     question = last_user_text(body)
     action = action_of(question)
     if question.startswith("Describing following body part action"):  # a follow-up
@@ -114,6 +116,15 @@ def test_min_parts_accepts_a_partial_answer_that_follow_ups_complete(spec):
         parse_parts("head tilts; hand grips", lenient)
 
 
+def test_motion_is_one_text_of_the_parts_in_sugars_format(spec):
+    answer = "1. Foot: stays flat\n2. Head: tilts back\n3. Hands: grasp the cup\n4. Arm: lifts it"
+    assert parse_motion(answer, spec["motion"]) == (
+        "Head tilts back; Hands grasp the cup; Arm lifts it; Foot stays flat")
+    assert spec["motion"]["min_parts"] == 4
+    with pytest.raises(InvalidAnswer, match="no description of hip, leg, foot$"):
+        parse_motion("head tilts back; hand grasps cup; arm lifts cup", spec["motion"])
+
+
 @pytest.mark.parametrize(
     "answer, expected",
     [("hip remains stationary.", "hip remains stationary"),
@@ -137,7 +148,7 @@ def test_follow_up_answer_about_something_else_is_refused():
 
 def test_a_copy_of_the_in_context_example_is_refused(spec):
     for kind, parser in (("part", parse_parts), ("synonym", parse_synonyms),
-                         ("paragraph", parse_paragraph)):
+                         ("paragraph", parse_paragraph), ("motion", parse_motion)):
         with pytest.raises(InvalidAnswer, match="in-context example"):
             parser(spec[kind]["example"]["answer"].upper(), spec[kind])
 
@@ -164,7 +175,8 @@ def test_paragraph_is_one_line_of_enough_words(spec):
     [("paragraph", "He sits. He leans back. Then he", "He sits. He leans back."),
      ("paragraph", "He sits on a chair with a", ""),
      ("synonym", "perch, settle, take a se", "perch, settle"),
-     ("part", "head nods; hand waves; arm ri", "head nods; hand waves")],
+     ("part", "head nods; hand waves; arm ri", "head nods; hand waves"),
+     ("motion", "head tilts back; hand grasps cup; arm li", "head tilts back; hand grasps cup")],
 )
 def test_cut_answers_keep_their_complete_part(kind, cut, kept):
     assert describe.keep_complete(cut, describe.COMPLETE_UP_TO[kind]) == kept
@@ -185,6 +197,15 @@ def test_requests_carry_the_in_context_example_and_the_class_name(spec):
     assert prompts.request("synonym", "x").max_tokens == spec["synonym"]["max_tokens"]
 
 
+def test_motion_is_asked_with_sugars_question_and_example(spec):
+    question = 'Describing following body part movements when "{}": head, hand, arm, hip, leg, foot.'
+    assert spec["motion"]["example"]["action"] == "drink water"
+    messages = Prompts.load(PROMPTS).request("motion", "wave hands").messages
+    assert [m["content"] for m in messages[1:]] == [
+        question.format("drink water"), spec["motion"]["example"]["answer"],
+        question.format("wave hands")]
+
+
 def test_editing_a_prompt_changes_only_the_keys_it_touches(tmp_path):
     edited = tmp_path / "prompts.yaml"
     edited.write_text(PROMPTS.read_text().replace("Suggest 10 synonyms", "Suggest ten synonyms"))
@@ -200,7 +221,7 @@ def test_editing_a_prompt_changes_only_the_keys_it_touches(tmp_path):
     [
         (('when "{action}"', "when it happens"), "kinds.part.question"),
         (("min_words: 8", "min_words: 8\n    colour: blue"), "kinds.paragraph.colour"),
-        (("version: 1", "versio: 1"), "versio"),
+        (("version: 2", "versio: 2"), "versio"),
         (("    follow_up: '", "    follow_ups: '"), "kinds.part.follow_ups"),
         (("follow_up: 'Describing", "nothing: 'Describing"), "kinds.part.nothing"),
         (("foot inserts into shoe.", "toe inserts into shoe."), "kinds.part.example.answer"),
@@ -232,7 +253,7 @@ def test_describe_writes_gap_rows_and_reruns_from_cache(classes_file, tmp_path, 
     out, cache = tmp_path / "descriptions.parquet", tmp_path / "cache"
     with FakeOpenAI(gap_style) as server:
         assert run_stage(stage_args(classes_file, out, cache, server)) == 0
-        assert len(server.requests) == 4 * 3
+        assert len(server.requests) == 4 * 4
         table = pq.read_table(out)
         assert table.schema.equals(describe.DESCRIPTIONS_SCHEMA, check_metadata=False)
         rows = table.to_pylist()
@@ -245,16 +266,18 @@ def test_describe_writes_gap_rows_and_reruns_from_cache(classes_file, tmp_path, 
             assert len([r for r in mine if r["kind"] == "synonym"]) == 4
             assert all(r["part"] is None for r in mine if r["kind"] != "part")
             assert len([r for r in mine if r["kind"] == "paragraph"]) == 1
+            motion = [r["text"] for r in mine if r["kind"] == "motion"]
+            assert motion == ["; ".join(r["text"] for r in parts)]  # one text, all six parts
         assert {r["source"] for r in rows} == {"127.0.0.1/fake-model"}
-        assert len({r["request_hash"] for r in rows}) == 12
+        assert len({r["request_hash"] for r in rows}) == 16
         assert table_metadata(table, "prompts")["sha256"] == Prompts.load(PROMPTS).sha256
-        assert table_metadata(table, "calls")["requests"] == 12
+        assert table_metadata(table, "calls")["requests"] == 16
 
         out.unlink()
         assert run_stage(stage_args(classes_file, out, cache, server)) == 0
-        assert len(server.requests) == 12
+        assert len(server.requests) == 16
         assert pq.read_table(out).to_pylist() == rows
-        assert table_metadata(pq.read_table(out), "calls")["cache_hits"] == 12
+        assert table_metadata(pq.read_table(out), "calls")["cache_hits"] == 16
 
 
 def test_wrong_number_of_parts_fails_naming_the_class_and_resumes(classes_file, tmp_path,
@@ -262,8 +285,12 @@ def test_wrong_number_of_parts_fails_naming_the_class_and_resumes(classes_file, 
     monkeypatch.setenv(KEY_ENV, KEY)
     out, cache = tmp_path / "descriptions.parquet", tmp_path / "cache"
 
+    def part_question_about_quotes(body):
+        return ('say "hi"' in last_user_text(body)
+                and last_user_text(body).startswith("Describing following body parts"))
+
     def two_parts_for_quotes(body):
-        if 'say "hi"' in last_user_text(body) and last_user_text(body).startswith("Describing"):
+        if part_question_about_quotes(body):
             return "head nods; hand waves"
         return gap_style(body)
 
@@ -273,10 +300,9 @@ def test_wrong_number_of_parts_fails_naming_the_class_and_resumes(classes_file, 
         assert ("""class 'say "hi"' (part): answer refused: no description of arm, hip, leg, """
                 "foot") in err
         assert not out.exists()
-        bad = [r for r in server.requests if 'say "hi"' in last_user_text(r)
-               and last_user_text(r).startswith("Describing")]
+        bad = [r for r in server.requests if part_question_about_quotes(r)]
         assert [r["seed"] for r in bad] == [0, 1, 2]  # each retry asks with a new seed
-        assert len(list(cache.rglob("*.json"))) == 11 + 3  # refused answers are kept too
+        assert len(list(cache.rglob("*.json"))) == 15 + 3  # refused answers are kept too
 
         server.responder = gap_style
         sent = len(server.requests)
@@ -284,22 +310,25 @@ def test_wrong_number_of_parts_fails_naming_the_class_and_resumes(classes_file, 
         assert len(server.requests) == sent
         assert run_stage([*stage_args(classes_file, out, cache, server), "--max-retries", "3"]) == 0
         assert [r["seed"] for r in server.requests[sent:]] == [3]
-        assert pq.read_table(out).num_rows == 4 * (6 + 4 + 1)
+        assert pq.read_table(out).num_rows == 4 * (6 + 4 + 1 + 1)
 
 
 def test_parts_left_out_are_asked_one_by_one(classes_file, tmp_path, monkeypatch):
     monkeypatch.setenv(KEY_ENV, KEY)
     out, cache = tmp_path / "descriptions.parquet", tmp_path / "cache"
 
-    def no_hip_no_foot(body):
-        if last_user_text(body).startswith("Describing following body parts"):
+    def no_hip_no_foot(body):  # to the part question and to SUGAR's motion question
+        if last_user_text(body).startswith(("Describing following body parts",
+                                             "Describing following body part movements")):
             return "head nods; hand waves; arm rises; leg steps"
         return gap_style(body)
 
     with FakeOpenAI(no_hip_no_foot) as server:
         assert run_stage(stage_args(classes_file, out, cache, server)) == 0
-        assert len(server.requests) == 4 * 3 + 4 * 2
+        assert len(server.requests) == 4 * 4 + 4 * 2  # follow-ups for the part answers only
         rows = pq.read_table(out).to_pylist()
+        assert [r["text"] for r in rows if r["kind"] == "motion"] == [
+            "head nods; hand waves; arm rises; leg steps"] * 4
         hips = [r for r in rows if r["part"] == "hip"]
         assert [r["text"] for r in hips] == [f"hip follows {' '.join(n.split())}"
                                              for n in ["drink water", *ODD_NAMES]]
@@ -309,7 +338,7 @@ def test_parts_left_out_are_asked_one_by_one(classes_file, tmp_path, monkeypatch
         assert {r["request_hash"] for r in rows} == entries
         assert table_metadata(pq.read_table(out), "part_follow_ups") == 8
         assert run_stage(stage_args(classes_file, out, cache, server)) == 0
-        assert len(server.requests) == 20
+        assert len(server.requests) == 24
 
 
 @pytest.mark.parametrize("truncated", ["trim", "refuse"])
@@ -329,7 +358,7 @@ def test_cut_paragraph_is_trimmed_or_refused_as_the_prompts_say(classes_file, tm
         assert code == 2 and not out.exists()
         assert "(paragraph): answer cut at max_tokens=128" in capsys.readouterr().err
         return
-    assert code == 0 and len(server.requests) == 12
+    assert code == 0 and len(server.requests) == 16
     table = pq.read_table(out)
     assert [r["text"] for r in table.to_pylist() if r["kind"] == "paragraph"] == [
         "A person waves."] * 4
@@ -396,7 +425,7 @@ def test_refused_answers_are_paid_for_once(classes_file, tmp_path, monkeypatch):
 
         first = describe_into(tmp_path / "first.parquet")
         sent = len(server.requests)
-        assert sent == 4 * 3 + 2 + 2 + 6 + 2  # 3 seeds for each of the 3 refused requests
+        assert sent == 4 * 4 + 2 + 2 + 6 + 2  # 3 seeds for each of the 3 refused requests
         assert table_metadata(first, "fallbacks") == ["'drink water' (hip)",
                                                       "'drink water' (synonym)"]
 
@@ -429,11 +458,11 @@ def test_faults_keep_bad_answers_out_of_the_table(classes_file, tmp_path, monkey
     with FakeOpenAI(gap_style) as server:
         server.script(fault, fault)
         assert run_stage(stage_args(classes_file, out, cache, server)) == 0
-        assert len(server.requests) == 12 + 2
+        assert len(server.requests) == 16 + 2
         texts = {r["text"] for r in pq.read_table(out).to_pylist()}
         assert not {"", "x", "head nods; hand waves"} & texts
         answered = fault.status == 200 and fault.fault is None  # paid for, so cached
-        assert len(list(cache.rglob("*.json"))) == 12 + 2 * answered
+        assert len(list(cache.rglob("*.json"))) == 16 + 2 * answered
 
 
 def test_missing_key_stops_before_any_request(classes_file, tmp_path, monkeypatch, capsys):
@@ -502,7 +531,7 @@ def test_served_model_is_not_started_when_the_cache_answers_all(classes_file, tm
     with FakeOpenAI(no_foot, models=[serve.served_model_name(model_dir)]) as server:
         monkeypatch.setattr(serve, "serve_model", _fake_serve(server.base_url))
         assert run_stage(args) == 0
-        assert len(server.requests) == 12 + 4
+        assert len(server.requests) == 16 + 4
         assert all(r["generation_config"] == '{"do_sample": true}' for r in server.requests)
         assert all(h["authorization"] == "Bearer no-key" for h in server.headers)
         rows = pq.read_table(out).to_pylist()
@@ -517,7 +546,7 @@ def test_served_model_is_not_started_when_the_cache_answers_all(classes_file, tm
             run_stage(args)
         monkeypatch.setattr(serve, "serve_model", _fake_serve(server.base_url))
         assert run_stage(args) == 0
-        assert len(server.requests) == 12 + 4 + 1
+        assert len(server.requests) == 16 + 4 + 1
     assert {r["source"] for r in rows} == {"transformers-serve/smollm2-test"}
 
 

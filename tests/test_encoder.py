@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from actionlm.data.clips import load_sequences, make_clips
 from actionlm.data.features import read_features
 from actionlm.data.prepare import prepare
-from actionlm.data.skeleton_layouts import KINECT_V1_20, NTU25
+from actionlm.data.skeleton_layouts import BODY_PARTS, KINECT_V1_20, NTU25
 from actionlm.data.split_files import SplitFiles
 from actionlm.errors import ActionlmError
 from actionlm.eval.evaluate import evaluate_encoder
@@ -37,6 +38,7 @@ from actionlm.models.encoder import (
 )
 from actionlm.models.encoder_losses import MultiPartContrastiveLoss, mil_nce_loss
 from actionlm.models.graph import spatial_adjacency
+from actionlm.text.class_texts import ClassTexts
 from actionlm.text.encode import EMBEDDING_SCHEMA
 from actionlm.train.common import epoch_order
 from actionlm.train.encoder import EncoderTraining, TrainConfig
@@ -60,12 +62,15 @@ def data_dir(tmp_path_factory) -> Path:
     return out
 
 
-def text_table(path: Path, classes: range, seed: int = 0) -> Path:
-    """A text_embeddings.parquet with 3 synonyms, a paragraph and the six parts per class."""
+# The rows of each kind per class: 3 synonyms, a paragraph, the six parts, a motion text.
+TEXT_ROWS = {"synonym": [None] * 3, "paragraph": [None], "part": list(BODY_PARTS),
+             "motion": [None]}
+
+
+def text_table(path: Path, classes: range, seed: int = 0, kinds=tuple(TEXT_ROWS)) -> Path:
+    """A text_embeddings.parquet with ``TEXT_ROWS`` of these kinds per class."""
     rng = np.random.default_rng(seed)
-    rows = [(k, "synonym", None) for k in classes for _ in range(3)]
-    rows += [(k, "paragraph", None) for k in classes]
-    rows += [(k, "part", p) for k in classes for p in ("head", "hand", "arm", "hip", "leg", "foot")]
+    rows = [(k, kind, part) for kind in kinds for k in classes for part in TEXT_ROWS[kind]]
     vectors = rng.normal(size=(len(rows), TEXT_WIDTH)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     table = pa.table({
@@ -344,6 +349,19 @@ def test_text_table_missing_classes_is_refused(data_dir, tmp_path):
     partial = text_table(tmp_path / "partial.parquet", range(17))
     with pytest.raises(ActionlmError, match=r"no synonym text for class\(es\) \[17, 18\]"):
         train(data_dir, tmp_path / "out", "gap", partial)
+
+
+@pytest.mark.parametrize("held, asked, message", [
+    (("synonym", "paragraph", "part"), ("motion",),
+     "no 'motion' texts; they are made by describe (SUGAR's question; GAP's imported files"),
+    (tuple(TEXT_ROWS), ("motion", "visual"),
+     "no 'visual' texts; they are made by describe-visual (knowledge.visual.enabled"),
+])
+def test_a_kind_the_text_table_lacks_names_the_stage_that_makes_it(held, asked, message,
+                                                                    tmp_path):
+    texts = text_table(tmp_path / "texts.parquet", range(3), kinds=held)
+    with pytest.raises(ActionlmError, match=re.escape(message)):
+        ClassTexts(texts, 3).pool(asked)
 
 
 def test_checkpoint_of_another_architecture_is_refused(data_dir, tmp_path):

@@ -254,7 +254,7 @@ SUGAR_ENCODER = {
     "epochs": 200, "batch_size": 200, "lr": 0.01, "schedule": "step", "gamma": 0.1,
     "milestones": [108, 169], "momentum": 0.9, "weight_decay": 4e-4, "warmup_epochs": 5,
     "clip_grad": 0.0, "train_interval": [0.5, 1.0], "test_interval": [0.95], "rotate": 0.3,
-    "text_tuning": "frozen", "sugar_kinds": ["part", "paragraph", "visual"],
+    "text_tuning": "frozen", "sugar_kinds": ["motion", "visual"],
 }
 SUGAR_LORA = {
     "method": "sugar", "lora_r": 64, "lora_alpha": 16.0, "lr": 2e-5, "batch_size": 128,

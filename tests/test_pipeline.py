@@ -267,6 +267,24 @@ def test_ensembles_fuse_the_members_with_gaps_weights_by_default():
 
 # ------------------------------------------------------------------ targets and checks
 
+def test_sugar_knowledge_rows_without_a_vision_endpoint_are_refused_with_the_reason(pipe):
+    """SUGAR Table 3 offline: CE and motion (the main run's SUGAR) run; the visual rows are
+    listed as not run, with why. With a vision endpoint all four run."""
+    main = "results/eval/synthetic/xsub/{}/metrics.json"
+    assert targets.ablation_rows(pipe, "sugar_knowledge") == [
+        ("none", main.format("ce")), ("motion", main.format("sugar"))]
+    why = "visual texts need knowledge.visual.enabled (describe-visual, a vision-model endpoint)"
+    options = targets.report_options(pipe, {"name": "ablations/sugar_knowledge"})
+    assert options["refused"] == [f"visual={why}", f"motion_visual={why}"]
+    assert options["row_labels"] == ["none", "motion"]
+    vision = Pipeline(config(knowledge={"provider": {"serve_local": False, "base_url": None},
+                                        "visual": {"enabled": True, "frames_dir": None}}))
+    rows = dict(targets.ablation_rows(vision, "sugar_knowledge"))
+    assert list(rows) == ["none", "visual", "motion", "motion_visual"]
+    assert rows["motion_visual"].startswith("results/ablations/sugar_knowledge/motion_visual/")
+    assert targets.report_options(vision, {"name": "ablations/sugar_knowledge"})["refused"] is None
+
+
 def test_all_asks_for_every_evaluation_and_the_report(pipe):
     wanted = targets.all_targets(pipe)
     assert "results/report/summary.md" in wanted
@@ -316,6 +334,12 @@ def test_a_run_without_encoders_or_text_methods_asks_for_neither():
     ({"encoders": {"modalities": ["bones"]}}, "encoders.modalities.0: 'bones' is not one of"),
     ({"encoders": {"gap": {"network": {"modality": "bone"}}}},
      "encoders.gap.network.modality: it would override the stream of every run"),
+    ({"encoders": {"train": {"sugar_kinds": ["motion", "visual"]}}},
+     "encoders.train.sugar_kinds (SUGAR on synthetic): visual texts need "
+     "knowledge.visual.enabled"),
+    ({"knowledge": {"import_gap": "gap"}},
+     "encoders.train.sugar_kinds (SUGAR on synthetic): motion texts come from SUGAR's question "
+     "to a model; GAP's imported files (knowledge.import_gap) hold none"),
 ])
 def test_config_errors_name_the_key(overlay, message):
     with pytest.raises(ActionlmError, match="config is invalid") as err:

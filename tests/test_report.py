@@ -120,6 +120,16 @@ def test_ablation_table_has_a_published_column(tmp_path):
     assert cell(table, "synthetic", "parts4", "published top1") == 85.4
 
 
+def test_rows_not_run_are_listed_with_their_reason(tmp_path):
+    files = [write_metrics(tmp_path / "results/eval/synthetic/xsub/sugar/metrics.json",
+                           top1=0.5, top5=0.9, n=10)]
+    md, table = run_report(tmp_path, tmp_path, "--row-labels", "motion", "--row-name", "variant",
+                           "--refused", "visual=why", "motion_visual=needs a=b", files=files)
+    assert "## Not run\n\n- **visual**: why\n- **motion_visual**: needs a=b\n" in md
+    assert markdown_row(md, "synthetic", "motion") == ["50.0 / 90.0"]
+    assert list(table["method"]) == ["motion"]
+
+
 @pytest.mark.parametrize("content, message", [("{not json", "unreadable metrics"),
                                                ('{"top5": 0.5}', "no top1")])
 def test_bad_metrics_file_is_a_one_line_error(tmp_path, capsys, content, message):

@@ -37,7 +37,8 @@ FLIPPED = {
 }
 ENDPOINT = {"knowledge": {"provider": {"serve_local": False, "base_url": None},
                           "visual": {"enabled": True, "frames_dir": None}}}
-GAP_FILES = {"knowledge": {"import_gap": "gap", "import_gap_allow_missing": True}}
+GAP_FILES = {"knowledge": {"import_gap": "gap", "import_gap_allow_missing": True},
+             "encoders": {"train": {"sugar_kinds": ["part", "paragraph"]}}}  # GAP's kinds
 CONFIGS = {"default": {}, "flipped": FLIPPED, "endpoint": ENDPOINT, "gap": GAP_FILES}
 
 # (stage, command, wildcards, what the rule's shell adds besides files and flags)

@@ -61,7 +61,8 @@ def tiny_nw_ucla(work: Path, shared: Path, llm: Path, **changes: dict) -> Path:
                             "window": 32, "batch_size": 128}},
         "encoders": {"protocols": ["view2"],
                      "network": {"base_channels": 4, "window": 16, "bodies": 1},
-                     "train": {"epochs": 1, "batch_size": 64, "warmup_epochs": 0}},
+                     "train": {"epochs": 1, "batch_size": 64, "warmup_epochs": 0,
+                               "sugar_kinds": ["part", "paragraph"]}},  # GAP files: no motion
         "lora": {"micro_batch_size": 2, "common": {"max_steps": 1, "batch_size": 2,
                                                    "lora_r": 2, "warmup_steps": 0}},
         "llm_eval": {"methods": ["llm_ar"], "batch_size": 64},

@@ -1,7 +1,11 @@
-"""Describe every action class with a language model: six body parts, synonyms, a paragraph.
+"""Describe every action class with a language model: six body parts, synonyms, a paragraph
+(GAP), and one motion description (SUGAR).
 
 GAP (Xiang et al., ICCV 2023, Sec. 3.2 and Fig. 5) asks a language model three questions per
-class; its answers become the text targets of the multi-part contrastive loss. The questions
+class; its answers become the text targets of the multi-part contrastive loss. SUGAR (Ye et
+al., AAAI 2026, "Generate Motion Knowledge") asks one question per class with its own example
+("drink water") and keeps the answer whole: the motion description m of its MIL-NCE positives
+(kind ``motion``). The questions
 and one in-context example per kind (SUGAR's way of fixing the answer format) come from a
 prompts file that users edit (configs/prompts/describe.yaml). Every request goes through the
 cached client (actionlm.knowledge.client): a rerun sends nothing, an interrupted run resumes.
@@ -11,8 +15,8 @@ model folder for the run; ``--import-gap DIR`` reads GAP's released text files i
 asking any model.
 
 Output (descriptions.parquet), one row per text: class_id (the dataset's label), class_name,
-kind (part / synonym / paragraph), part (head, hand, arm, hip, leg, foot; null unless kind is
-part), text, source (provider/model, or gap-import), request_hash (cache key of the answer;
+kind (part / synonym / paragraph / motion), part (head, hand, arm, hip, leg, foot; null unless
+kind is part), text, source (provider/model, or gap-import), request_hash (cache key of the answer;
 null for imports). Metadata: the prompts file's path, version and sha256, the source, the
 call counts (cache hits, requests, retries, bad answers) and the number of part follow-ups.
 """
@@ -52,7 +56,7 @@ from actionlm.knowledge.client import (
 
 log = logging.getLogger(__name__)
 
-KINDS = ("part", "synonym", "paragraph")  # "visual" rows come from describe-visual
+KINDS = ("part", "synonym", "paragraph", "motion")  # "visual" rows come from describe-visual
 DEFAULT_PROMPTS = Path("configs/prompts/describe.yaml")
 GAP_SOURCE = "gap-import"
 FALLBACK_SOURCE = "fallback/label-name"
@@ -199,7 +203,8 @@ class Prompts:
 
 
 # Where the complete part of an answer cut at max_tokens ends, per kind.
-COMPLETE_UP_TO = {"part": r"[;\n]", "synonym": r"[,;\n]", "paragraph": r"[.!?](?=\s|$)"}
+COMPLETE_UP_TO = {"part": r"[;\n]", "synonym": r"[,;\n]", "paragraph": r"[.!?](?=\s|$)",
+                  "motion": r"[;\n]"}
 
 
 def keep_complete(text: str, end: str) -> str:
@@ -327,7 +332,14 @@ def parse_paragraph(text: str, spec: dict, class_name: str = "") -> str:
     return paragraph
 
 
-PARSERS = {"part": parse_parts, "synonym": parse_synonyms, "paragraph": parse_paragraph}
+def parse_motion(text: str, spec: dict, class_name: str = "") -> str:
+    """SUGAR's motion description, one text: the body-part phrases found (at least
+    ``min_parts`` of them, in head .. foot order) joined by "; " as in its example."""
+    return "; ".join(parse_parts(text, spec, class_name).values())
+
+
+PARSERS = {"part": parse_parts, "synonym": parse_synonyms, "paragraph": parse_paragraph,
+           "motion": parse_motion}
 
 
 def _norm(name: str) -> str:
@@ -361,7 +373,7 @@ def _rows(label: int, name: str, kind: str, value: object, source: str,
 
 
 def _questions(classes: list[tuple], prompts: Prompts) -> tuple[list[tuple], list[ChatRequest]]:
-    """(label, name, kind) jobs, three per class, and their requests."""
+    """(label, name, kind) jobs, one per class and kind, and their requests."""
     jobs = [(label, name, kind) for label, name, *_ in classes for kind in KINDS]
     return jobs, [prompts.request(kind, name) for _, name, kind in jobs]
 
@@ -405,7 +417,7 @@ def all_cached(classes: list[tuple], prompts: Prompts, client: LLMClient) -> boo
 
 def describe_classes(classes: list[tuple], prompts: Prompts, client: LLMClient,
                      allow_incomplete: bool = False) -> pa.Table:
-    """Ask the three GAP questions about every class (through the cache), then one follow-up
+    """Ask every kind's question about every class (through the cache), then one follow-up
     per body part an accepted answer left out, and tabulate. Rows keep the hash of the
     request whose answer they come from.
 

@@ -11,8 +11,8 @@ from actionlm.config import validate_config
 from actionlm.data.prepare import class_list, protocol_problem
 from actionlm.errors import ActionlmError
 from actionlm.pipeline import paths
-from actionlm.pipeline.runs import deep_merge
-from actionlm.pipeline.stages import encoder_of
+from actionlm.pipeline.runs import MAIN, Run, deep_merge, run_settings
+from actionlm.pipeline.stages import encoder_of, encoder_options
 
 
 def names_problems(config: dict) -> list[str]:
@@ -77,6 +77,31 @@ def modality_problems(config: dict) -> list[str]:
             if "modality" in config["encoders"][method].get("network", {})]
 
 
+def missing_knowledge(config: dict, kinds: list[str]) -> str | None:
+    """Why no stage of this config makes one of the text ``kinds``, or None."""
+    if "visual" in kinds and not config["knowledge"]["visual"]["enabled"]:
+        return ("visual texts need knowledge.visual.enabled (describe-visual, a vision-model "
+                "endpoint)")
+    if "motion" in kinds and config["knowledge"]["import_gap"]:
+        return ("motion texts come from SUGAR's question to a model; GAP's imported files "
+                "(knowledge.import_gap) hold none")
+    return None
+
+
+def knowledge_problems(config: dict) -> list[str]:
+    """A SUGAR encoder of `all` that asks for texts no stage makes (its rows would fail late)."""
+    methods = {*config["encoders"]["methods"], *config["llm_eval"]["methods"]}
+    if "sugar" not in methods:
+        return []
+    problems = []
+    for dataset in config["run_datasets"]:
+        cfg = run_settings(config, Run(MAIN), dataset)
+        why = missing_knowledge(config, encoder_options(cfg, "sugar")["sugar_kinds"])
+        if why:
+            problems.append(f"encoders.train.sugar_kinds (SUGAR on {dataset}): {why}")
+    return problems
+
+
 def ensemble_problems(config: dict) -> list[str]:
     """An ensemble named as a method (both would write eval/.../{name}/), and weights that do
     not pair with the members, in `ensembles` and in fusion variants."""
@@ -116,6 +141,6 @@ def check_config(config: dict, schema: str | Path, source: str = "config") -> No
     validate_config(config, schema, source)
     problems = (names_problems(config) + dataset_problems(config) +
                 shadowed_variant_keys(config) + ensemble_problems(config) +
-                modality_problems(config))
+                modality_problems(config) + knowledge_problems(config))
     if problems:
         raise ActionlmError(f"{source} is invalid:\n" + "\n".join(f"  {p}" for p in problems))

@@ -13,9 +13,17 @@ from __future__ import annotations
 
 from actionlm.data.splits import UNSEEN
 from actionlm.pipeline import paths
+from actionlm.pipeline.checks import missing_knowledge
 from actionlm.pipeline.flags import cli_flags
-from actionlm.pipeline.runs import MAIN, ablation_name, cross_name
-from actionlm.pipeline.stages import CLASSIFIERS, LINEAR, Pipeline, member_parts, modalities
+from actionlm.pipeline.runs import MAIN, Run, ablation_name, cross_name
+from actionlm.pipeline.stages import (
+    CLASSIFIERS,
+    LINEAR,
+    Pipeline,
+    encoder_options,
+    member_parts,
+    modalities,
+)
 
 SUMMARY = "summary"
 
@@ -163,15 +171,41 @@ def ablation_protocols(pipe: Pipeline, dataset: str) -> list[str]:
     return [p for p in chosen if p in pipe.dataset(dataset)["protocols"]]
 
 
-def ablation_rows(pipe: Pipeline, table: str) -> list[tuple[str, str]]:
-    """(variant, metrics.json) of every variant on every ablation dataset and protocol; the
-    path is the main run's (or a stream's) where the variant's evaluation signature equals
-    it; a fusion variant's is its own ensemble's."""
-    rows = []
-    datasets = pipe.config["ablations"]["datasets"] or pipe.config["run_datasets"]
+def refusal(pipe: Pipeline, run: Run, dataset: str) -> str | None:
+    """Why a variant cannot run here: its SUGAR encoder asks for texts no stage makes (the
+    visual rows of SUGAR Table 3 without a vision endpoint)."""
+    if run.method != "sugar" or run.ensemble:
+        return None
+    kinds = encoder_options(pipe.settings(run.name, dataset), "sugar")["sugar_kinds"]
+    return missing_knowledge(pipe.config, kinds)
+
+
+def refused_variants(pipe: Pipeline, table: str) -> dict[str, str]:
+    """variant -> the reason it is not run, for the variants refused on some dataset."""
+    refused = {}
     for variant in pipe.config["ablations"]["tables"][table]["variants"]:
         run = pipe.run(ablation_name(table, variant))
-        for dataset in datasets:
+        for dataset in ablation_datasets(pipe):
+            why = refusal(pipe, run, dataset)
+            if why:
+                refused[variant] = why
+    return refused
+
+
+def ablation_datasets(pipe: Pipeline) -> list[str]:
+    return pipe.config["ablations"]["datasets"] or pipe.config["run_datasets"]
+
+
+def ablation_rows(pipe: Pipeline, table: str) -> list[tuple[str, str]]:
+    """(variant, metrics.json) of every variant on every ablation dataset and protocol, but
+    the refused ones; the path is the main run's (or a stream's) where the variant's
+    evaluation signature equals it; a fusion variant's is its own ensemble's."""
+    rows = []
+    for variant in pipe.config["ablations"]["tables"][table]["variants"]:
+        run = pipe.run(ablation_name(table, variant))
+        for dataset in ablation_datasets(pipe):
+            if refusal(pipe, run, dataset):
+                continue
             for protocol in ablation_protocols(pipe, dataset):
                 if run.ensemble:
                     path = paths.output("ensemble", "metrics", run=run.name, dataset=dataset,
@@ -203,9 +237,11 @@ def report_options(pipe: Pipeline, wc: dict) -> dict:
     spec = pipe.config["ablations"]["tables"][table]
     published = [f"{name}={v['published']}" for name, v in spec["variants"].items()
                  if v.get("published") is not None]
+    refused = [f"{variant}={why}" for variant, why in refused_variants(pipe, table).items()]
     return {"title": f"Ablation {table}", "row_name": "variant",
             "row_labels": [variant for variant, _ in ablation_rows(pipe, table)],
-            "published": published or None, "published_label": spec.get("paper")}
+            "published": published or None, "published_label": spec.get("paper"),
+            "refused": refused or None}
 
 
 def report_flags(pipe: Pipeline, wc: dict) -> str:

@@ -176,9 +176,10 @@ def ensembles_section(results: pd.DataFrame) -> list[str]:
 def summary_markdown(results: pd.DataFrame, title: str, row_name: str = "method",
                      papers: pd.DataFrame | None = None, published: dict[str, float] | None = None,
                      published_label: str = "", figures: list[Path] = (),
-                     out_dir: Path = Path(".")) -> str:
+                     out_dir: Path = Path("."), refused: list[str] = ()) -> str:
     """The report page: a table per dataset (with its papers' rows where the dataset is one of
-    the papers' benchmarks), every published number, then the figures."""
+    the papers' benchmarks), the rows not run (``refused``: "ROW=why"), every published
+    number, then the figures."""
     measured = list(dict.fromkeys(results["dataset"]))
     papers = papers if papers is not None else results.iloc[0:0]
     parts = [f"# {title}\n",
@@ -191,6 +192,9 @@ def summary_markdown(results: pd.DataFrame, title: str, row_name: str = "method"
         parts += [f"## {dataset}\n",
                   dataset_table(combined, dataset, row_name, published, published_label)]
     parts += ensembles_section(results)
+    if refused:
+        parts.append("## Not run\n\n" + "".join(
+            f"- **{row}**: {why}\n" for row, _, why in (r.partition("=") for r in refused)))
     if not papers.empty:
         parts.append(f"## Papers: {PUBLISHED_SOURCE}\n\nTop-1 (/ top-5) %, joint modality; not "
                      "comparable with a small CPU run.\n")
@@ -205,14 +209,14 @@ def summary_markdown(results: pd.DataFrame, title: str, row_name: str = "method"
 def write_summary(results: pd.DataFrame, md_path: Path, csv_path: Path, title: str,
                   row_name: str = "method", with_papers: bool = False,
                   published: dict[str, float] | None = None, published_label: str = "",
-                  figures: list[Path] = ()) -> None:
+                  figures: list[Path] = (), refused: list[str] = ()) -> None:
     papers = published_results() if with_papers else None
     table = wide_table(pd.concat([results, papers], ignore_index=True) if with_papers
                        else results, published)
     with atomic_path(csv_path) as tmp:
         table.round(2).to_csv(tmp, index=False)
     text = summary_markdown(results, title, row_name, papers, published, published_label,
-                            figures, Path(md_path).parent)
+                            figures, Path(md_path).parent, refused)
     with atomic_path(md_path) as tmp:
         tmp.write_text(text)
 
@@ -246,6 +250,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--published-label", default="", help="where --published comes from")
     p.add_argument("--figures", type=Path, nargs="*", default=[],
                    help="images to show below the tables")
+    p.add_argument("--refused", nargs="*", default=[], metavar="ROW=WHY",
+                   help="rows that were not run, with the reason (listed under the tables)")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -255,6 +261,6 @@ def run(args: argparse.Namespace) -> None:
         results = pd.concat([results, collect_results(found)], ignore_index=True)
     published = None if args.published is None else parse_published(args.published)
     write_summary(results, args.out_md, args.out_csv, args.title, args.row_name, args.papers,
-                  published, args.published_label, args.figures)
+                  published, args.published_label, args.figures, args.refused)
     log.info("%d results of %d datasets -> %s, %s", len(results), results["dataset"].nunique(),
              args.out_md, args.out_csv)

@@ -6,6 +6,9 @@ GAP's global term draws one synonym (or the paragraph) of the sample's class per
 each part term uses the class's description of that part; a group of parts (e.g. hand+arm in
 the 4-part partition) uses the normalised mean of its parts' embeddings. SUGAR draws several
 positive texts per sample from the class's motion (and visual) descriptions.
+
+A kind the table does not hold is an error naming the stage that makes it (KIND_SOURCES):
+knowledge never vanishes from a run silently.
 """
 
 from __future__ import annotations
@@ -42,6 +45,16 @@ class TextPool:
         return torch.arange(self.rows.shape[1])[None, :] < self.counts[:, None]
 
 
+# Which stage writes each kind of text (the error when a table lacks one).
+KIND_SOURCES = {
+    "part": "describe (GAP's questions, or GAP's files: knowledge.import_gap)",
+    "synonym": "describe (GAP's questions, or GAP's files: knowledge.import_gap)",
+    "paragraph": "describe (GAP's questions, or GAP's files: knowledge.import_gap)",
+    "motion": "describe (SUGAR's question; GAP's imported files have none)",
+    "visual": "describe-visual (knowledge.visual.enabled, which needs a vision-model endpoint)",
+}
+
+
 class ClassTexts:
     """The text_embeddings.parquet rows of classes 0..K-1, grouped by kind and part."""
 
@@ -71,7 +84,14 @@ class ClassTexts:
         return TextPool(rows, torch.tensor([len(g) for g in groups]))
 
     def pool(self, kinds: tuple[str, ...]) -> TextPool:
-        """Every text of these kinds (e.g. synonym; or part, paragraph, visual)."""
+        """Every text of these kinds (e.g. synonym; or motion, visual); each kind must be in
+        the table."""
+        held = set(self.rows["kind"])
+        for kind in kinds:
+            if kind not in held:
+                raise ActionlmError(
+                    f"{self.path}: no {kind!r} texts; they are made by "
+                    f"{KIND_SOURCES.get(kind, 'no stage (unknown kind)')}")
         return self._select(self.rows["kind"].isin(kinds).to_numpy(), "/".join(kinds))
 
     def part_pool(self, group: str) -> TextPool:

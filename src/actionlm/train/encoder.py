@@ -114,7 +114,7 @@ class TrainConfig:
     gap_weight: float = 0.8  # lambda of Eq. 1
     global_text: str = "synonym"  # GAP's global term: synonym or paragraph
     positives: int = 4  # SUGAR: positive texts per skeleton per step
-    sugar_kinds: tuple[str, ...] = ("part", "paragraph", "visual")
+    sugar_kinds: tuple[str, ...] = ("motion",)  # SUGAR Eq. 3's {m, v_i}: add visual
     temperature: float = 0.1  # SUGAR's tau
     text_tuning: str = "frozen"  # frozen (stored embeddings) or finetune (train the text encoder)
     text_lr: float = 1e-5  # AdamW learning rate of a fine-tuned text encoder
@@ -476,7 +476,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--global-text", choices=("synonym", "paragraph"),
                    default=defaults.global_text)
     g.add_argument("--sugar-kinds", nargs="+", default=list(defaults.sugar_kinds),
-                   help="description kinds that are SUGAR's positive texts")
+                   choices=("motion", "visual", "part", "paragraph", "synonym"),
+                   help="description kinds that are SUGAR's positive texts (Eq. 3: motion + "
+                   "visual; part, paragraph: GAP's knowledge), drawn with replacement: a class "
+                   "with fewer texts than --positives repeats them")
     g = p.add_argument_group("text encoder (GAP, SUGAR)")
     g.add_argument("--text-tuning", choices=("frozen", "finetune"), default=defaults.text_tuning,
                    help="frozen: the stored embeddings of --texts; finetune: train the text "
