@@ -150,8 +150,9 @@ def llm_inputs(folder: Path) -> dict[str, Path]:
     tables = {
         "action_sentences": pa.table({"sample_id": ["a"], "split": ["train"], "label": [0],
                                       "tokens": [[0, 1]], "n_tokens": [2]}),
-        "descriptions": pa.table({"class_id": [0], "kind": ["part"], "part": ["head"],
-                                  "text": ["tilts forward"]}),
+        "descriptions": pa.table({"class_id": [0, 0], "kind": ["part", "brief"],
+                                  "part": ["head", None],
+                                  "text": ["tilts forward", "The person nods."]}),
         "text_embeddings": pa.table({"class_id": [0], "embedding": [[0.0, 1.0]]}),
     }
     for name, table in tables.items():

@@ -10,14 +10,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from actionlm.cli import main
+from actionlm.data.classes import read_class_rows
 from actionlm.data.skeleton_layouts import BODY_PARTS
 from actionlm.errors import ActionlmError, InputError
 from actionlm.io import table_metadata
 from actionlm.knowledge import describe
-from actionlm.knowledge.client import InvalidAnswer
+from actionlm.knowledge.client import InvalidAnswer, LLMClient, Provider
 from actionlm.knowledge.describe import (
     Prompts,
     import_gap,
+    parse_brief,
     parse_motion,
     parse_paragraph,
     parse_parts,
@@ -35,15 +37,39 @@ PART_ANSWER = ("head tilts forward; hand grips the {x}; arm lifts; hip stays sti
                "the knee; foot stays flat.")
 
 
+# What the brief question says between the quoted action and the motion text.
+BRIEF_TAIL = Prompts.load(PROMPTS).kinds["brief"]["question"].split('"{action}"')[1].split(
+    "{motion}")[0]
+BRIEF_START = "In one short sentence"
+
+
 def action_of(question: str) -> str:
-    return question.split('"', 1)[1].rsplit('"', 1)[0]
+    """The class name in a question: between the first and the last double quote (names hold
+    quotes too), before the motion text that the brief question has after the name."""
+    head = question.split(BRIEF_TAIL, 1)[0] if question.startswith(BRIEF_START) else question
+    return head.split('"', 1)[1].rsplit('"', 1)[0]
+
+
+def motion_of(question: str) -> str:
+    """The motion text that the brief question holds."""
+    assert question.startswith(BRIEF_START), question
+    return question.split(BRIEF_TAIL, 1)[1]
+
+
+def brief_of(name: str, motion: str) -> str:
+    """The brief description that `gap_style` answers (its first sentence; the second is
+    left out)."""
+    return f"A person does {' '.join(name.split())}, {motion.split(';')[0].strip()}."
 
 
 def gap_style(body: dict) -> str:
     """What a well-behaved model answers to each question (the same six parts to the part
-    question and to SUGAR's motion question)."""
+    question and to SUGAR's motion question; two sentences to the brief question, the first
+    made from the motion text it was given)."""
     question = last_user_text(body)
     action = action_of(question)
+    if question.startswith(BRIEF_START):
+        return f"{brief_of(action, motion_of(question))} Then the person rests a moment."
     if question.startswith("Describing following body part action"):  # a follow-up
         return f"{question.rsplit(': ', 1)[1].rstrip('.')} follows {action}"
     if question.startswith("Describing"):
@@ -148,7 +174,8 @@ def test_follow_up_answer_about_something_else_is_refused():
 
 def test_a_copy_of_the_in_context_example_is_refused(spec):
     for kind, parser in (("part", parse_parts), ("synonym", parse_synonyms),
-                         ("paragraph", parse_paragraph), ("motion", parse_motion)):
+                         ("paragraph", parse_paragraph), ("motion", parse_motion),
+                         ("brief", parse_brief)):
         with pytest.raises(InvalidAnswer, match="in-context example"):
             parser(spec[kind]["example"]["answer"].upper(), spec[kind])
 
@@ -170,13 +197,32 @@ def test_paragraph_is_one_line_of_enough_words(spec):
         parse_paragraph("He drinks water.", spec["paragraph"])
 
 
+def test_brief_is_the_first_sentence_of_at_most_max_words(spec):
+    brief = spec["brief"]
+    assert brief["max_words"] == 20
+    assert parse_brief("The person raises a hand and waves it.  Then the person smiles and "
+                       "walks away, waving at everyone in the room again and again.", brief) \
+        == "The person raises a hand and waves it."
+    assert parse_brief("The person\n  raises a hand", brief) == "The person raises a hand"
+    twenty = " ".join(["step"] * 20) + "."
+    assert parse_brief(f"{twenty} Short.", brief) == twenty
+    for long in (" ".join(["step"] * 21) + ".", " ".join(["step"] * 21) + ". Short."):
+        with pytest.raises(InvalidAnswer, match="21 words"):
+            parse_brief(long, brief)
+    with pytest.raises(InvalidAnswer, match="0 words"):
+        parse_brief("  ", brief)
+    with pytest.raises(InvalidAnswer, match="in-context example"):
+        parse_brief(f"  {brief['example']['answer'].upper()} ", brief)
+
+
 @pytest.mark.parametrize(
     "kind, cut, kept",
     [("paragraph", "He sits. He leans back. Then he", "He sits. He leans back."),
      ("paragraph", "He sits on a chair with a", ""),
      ("synonym", "perch, settle, take a se", "perch, settle"),
      ("part", "head nods; hand waves; arm ri", "head nods; hand waves"),
-     ("motion", "head tilts back; hand grasps cup; arm li", "head tilts back; hand grasps cup")],
+     ("motion", "head tilts back; hand grasps cup; arm li", "head tilts back; hand grasps cup"),
+     ("brief", "The person waves. Then the person tu", "The person waves.")],
 )
 def test_cut_answers_keep_their_complete_part(kind, cut, kept):
     assert describe.keep_complete(cut, describe.COMPLETE_UP_TO[kind]) == kept
@@ -204,6 +250,19 @@ def test_motion_is_asked_with_sugars_question_and_example(spec):
     assert [m["content"] for m in messages[1:]] == [
         question.format("drink water"), spec["motion"]["example"]["answer"],
         question.format("wave hands")]
+
+
+def test_brief_is_asked_with_its_example_and_the_motion_text(spec):
+    question = ('In one short sentence, describe how a person does "{}", from these body '
+                "movements: {}")
+    example = spec["brief"]["example"]
+    # the example's motion text is the motion example's answer as the stage stores it
+    assert example["motion"] == spec["motion"]["example"]["answer"].rstrip(".")
+    request = Prompts.load(PROMPTS).brief('say\n"hi" {x}', "head nods; hand waves")
+    assert [m["content"] for m in request.messages[1:]] == [
+        question.format("drink water", example["motion"]), example["answer"],
+        question.format('say "hi" {x}', "head nods; hand waves")]
+    assert request.max_tokens == spec["brief"]["max_tokens"]
 
 
 def test_editing_a_prompt_changes_only_the_keys_it_touches(tmp_path):
@@ -253,7 +312,7 @@ def test_describe_writes_gap_rows_and_reruns_from_cache(classes_file, tmp_path, 
     out, cache = tmp_path / "descriptions.parquet", tmp_path / "cache"
     with FakeOpenAI(gap_style) as server:
         assert run_stage(stage_args(classes_file, out, cache, server)) == 0
-        assert len(server.requests) == 4 * 4
+        assert len(server.requests) == 4 * 5  # part, synonym, paragraph, motion, brief
         table = pq.read_table(out)
         assert table.schema.equals(describe.DESCRIPTIONS_SCHEMA, check_metadata=False)
         rows = table.to_pylist()
@@ -268,16 +327,18 @@ def test_describe_writes_gap_rows_and_reruns_from_cache(classes_file, tmp_path, 
             assert len([r for r in mine if r["kind"] == "paragraph"]) == 1
             motion = [r["text"] for r in mine if r["kind"] == "motion"]
             assert motion == ["; ".join(r["text"] for r in parts)]  # one text, all six parts
+            brief = [r["text"] for r in mine if r["kind"] == "brief"]
+            assert brief == [brief_of(name, motion[0])]  # one sentence, from the motion text
         assert {r["source"] for r in rows} == {"127.0.0.1/fake-model"}
-        assert len({r["request_hash"] for r in rows}) == 16
+        assert len({r["request_hash"] for r in rows}) == 20
         assert table_metadata(table, "prompts")["sha256"] == Prompts.load(PROMPTS).sha256
-        assert table_metadata(table, "calls")["requests"] == 16
+        assert table_metadata(table, "calls")["requests"] == 20
 
         out.unlink()
         assert run_stage(stage_args(classes_file, out, cache, server)) == 0
-        assert len(server.requests) == 16
+        assert len(server.requests) == 20
         assert pq.read_table(out).to_pylist() == rows
-        assert table_metadata(pq.read_table(out), "calls")["cache_hits"] == 16
+        assert table_metadata(pq.read_table(out), "calls")["cache_hits"] == 20
 
 
 def test_wrong_number_of_parts_fails_naming_the_class_and_resumes(classes_file, tmp_path,
@@ -303,14 +364,16 @@ def test_wrong_number_of_parts_fails_naming_the_class_and_resumes(classes_file, 
         bad = [r for r in server.requests if part_question_about_quotes(r)]
         assert [r["seed"] for r in bad] == [0, 1, 2]  # each retry asks with a new seed
         assert len(list(cache.rglob("*.json"))) == 15 + 3  # refused answers are kept too
+        assert not [r for r in server.requests  # nor asked before every question is answered
+                    if last_user_text(r).startswith(BRIEF_START)]
 
         server.responder = gap_style
         sent = len(server.requests)
         assert run_stage(stage_args(classes_file, out, cache, server)) == 2  # same answers
         assert len(server.requests) == sent
         assert run_stage([*stage_args(classes_file, out, cache, server), "--max-retries", "3"]) == 0
-        assert [r["seed"] for r in server.requests[sent:]] == [3]
-        assert pq.read_table(out).num_rows == 4 * (6 + 4 + 1 + 1)
+        assert [r["seed"] for r in server.requests[sent:]] == [3, 0, 0, 0, 0]  # then 4 briefs
+        assert pq.read_table(out).num_rows == 4 * (6 + 4 + 1 + 1 + 1)
 
 
 def test_parts_left_out_are_asked_one_by_one(classes_file, tmp_path, monkeypatch):
@@ -325,7 +388,7 @@ def test_parts_left_out_are_asked_one_by_one(classes_file, tmp_path, monkeypatch
 
     with FakeOpenAI(no_hip_no_foot) as server:
         assert run_stage(stage_args(classes_file, out, cache, server)) == 0
-        assert len(server.requests) == 4 * 4 + 4 * 2  # follow-ups for the part answers only
+        assert len(server.requests) == 4 * 5 + 4 * 2  # follow-ups for the part answers only
         rows = pq.read_table(out).to_pylist()
         assert [r["text"] for r in rows if r["kind"] == "motion"] == [
             "head nods; hand waves; arm rises; leg steps"] * 4
@@ -338,7 +401,100 @@ def test_parts_left_out_are_asked_one_by_one(classes_file, tmp_path, monkeypatch
         assert {r["request_hash"] for r in rows} == entries
         assert table_metadata(pq.read_table(out), "part_follow_ups") == 8
         assert run_stage(stage_args(classes_file, out, cache, server)) == 0
-        assert len(server.requests) == 24
+        assert len(server.requests) == 28
+
+
+def test_brief_question_holds_the_accepted_motion_answer(classes_file, tmp_path, monkeypatch):
+    """The brief question carries the motion text as stored (the parsed answer, not the raw
+    one); a class whose motion question failed (--allow-incomplete) gets its name there."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    out, cache = tmp_path / "d.parquet", tmp_path / "cache"
+
+    def numbered_motion(body):
+        question = last_user_text(body)
+        if question.startswith("Describing following body part movements"):
+            if action_of(question) == "wave hands":
+                return "I cannot describe this action."
+            return f"1. Head: nods to {action_of(question)}\n2. Hands: wave\n3. Arms: rise\n4. Legs: step"
+        return gap_style(body)
+
+    with FakeOpenAI(numbered_motion) as server:
+        assert run_stage([*stage_args(classes_file, out, cache, server), "--allow-incomplete"]) == 0
+    rows = pq.read_table(out).to_pylist()
+    motions = {r["class_name"]: r["text"] for r in rows if r["kind"] == "motion"}
+    assert motions["drink water"] == "Head nods to drink water; Hands wave; Arms rise; Legs step"
+    assert motions["wave\nhands"] == "wave hands"  # the fallback
+    assert table_metadata(pq.read_table(out), "fallbacks") == ["'wave\\nhands' (motion)"]
+    asked = [r for r in server.requests if last_user_text(r).startswith(BRIEF_START)]
+    assert len(asked) == 4
+    prompts = Prompts.load(PROMPTS)
+    for name, motion in motions.items():
+        body = next(r for r in asked if action_of(last_user_text(r)) == " ".join(name.split()))
+        assert motion_of(last_user_text(body)) == motion
+        assert body["messages"] == list(prompts.brief(name, motion).messages)
+    briefs = {r["class_name"]: r["text"] for r in rows if r["kind"] == "brief"}
+    assert briefs == {name: brief_of(name, motion) for name, motion in motions.items()}
+
+
+def test_a_described_table_has_one_brief_row_per_class(classes_file, tmp_path, monkeypatch,
+                                                       capsys):
+    """An answer longer than max_words is refused and asked again; when every attempt is
+    refused the stage fails naming the class, or with --allow-incomplete the class's one brief
+    row is its name, marked as a fallback."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    out, cache = tmp_path / "d.parquet", tmp_path / "cache"
+    long = " ".join(["jumping"] * 30) + "."
+
+    def rambles_about_jumping(body):
+        question = last_user_text(body)
+        if question.startswith(BRIEF_START) and action_of(question).startswith("jump"):
+            return long
+        return gap_style(body)
+
+    with FakeOpenAI(rambles_about_jumping) as server:
+        assert run_stage(stage_args(classes_file, out, cache, server)) == 2
+        assert "(brief): answer refused: 30 words, not 1..max_words=20" in capsys.readouterr().err
+        assert not out.exists()
+        assert len(server.requests) == 4 * 5 + 2  # 3 seeds for the refused brief
+        assert run_stage([*stage_args(classes_file, out, cache, server), "--allow-incomplete"]) == 0
+        assert len(server.requests) == 4 * 5 + 2  # the refusals are cached
+    rows = pq.read_table(out).to_pylist()
+    briefs = [r for r in rows if r["kind"] == "brief"]
+    assert [r["class_id"] for r in briefs] == [0, 1, 2, 3]
+    assert all(r["part"] is None for r in briefs)
+    jump = briefs[3]
+    assert (jump["text"], jump["source"], jump["request_hash"]) == (
+        "jump – ünïcödé 跳", "fallback/label-name", None)
+    assert all(r["source"] == "127.0.0.1/fake-model" and r["request_hash"] for r in briefs[:3])
+    assert table_metadata(pq.read_table(out), "fallbacks") == ["'jump – ünïcödé 跳' (brief)"]
+
+
+def test_all_cached_waits_for_the_brief_answers(classes_file, tmp_path, monkeypatch):
+    """describe.all_cached (whether a served model need not start) is false while any brief
+    answer is missing from the cache, even with every other answer cached."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    out, cache = tmp_path / "d.parquet", tmp_path / "cache"
+    classes, prompts = read_class_rows(classes_file), Prompts.load(PROMPTS)
+    with FakeOpenAI(gap_style) as server:
+        def cached() -> bool:
+            client = LLMClient(Provider("fake-model", server.base_url, KEY_ENV), cache,
+                               max_retries=2)
+            return describe.all_cached(classes, prompts, client)
+
+        assert not cached()
+        assert run_stage(stage_args(classes_file, out, cache, server)) == 0
+        assert cached()
+        sent = len(server.requests)
+        briefs = [r for r in pq.read_table(out).to_pylist() if r["kind"] == "brief"]
+        for brief in briefs:
+            next(cache.rglob(f"{brief['request_hash']}.json")).unlink()
+        client = LLMClient(Provider("fake-model", server.base_url, KEY_ENV), cache, max_retries=2)
+        assert client.all_cached(describe._questions(classes, prompts)[1])  # the four kinds
+        assert not cached()
+        assert len(server.requests) == sent  # all_cached sends nothing
+        assert run_stage(stage_args(classes_file, out, cache, server)) == 0
+        assert len(server.requests) == sent + 4
+        assert cached()
 
 
 @pytest.mark.parametrize("truncated", ["trim", "refuse"])
@@ -358,7 +514,7 @@ def test_cut_paragraph_is_trimmed_or_refused_as_the_prompts_say(classes_file, tm
         assert code == 2 and not out.exists()
         assert "(paragraph): answer cut at max_tokens=128" in capsys.readouterr().err
         return
-    assert code == 0 and len(server.requests) == 16
+    assert code == 0 and len(server.requests) == 20
     table = pq.read_table(out)
     assert [r["text"] for r in table.to_pylist() if r["kind"] == "paragraph"] == [
         "A person waves."] * 4
@@ -425,7 +581,7 @@ def test_refused_answers_are_paid_for_once(classes_file, tmp_path, monkeypatch):
 
         first = describe_into(tmp_path / "first.parquet")
         sent = len(server.requests)
-        assert sent == 4 * 4 + 2 + 2 + 6 + 2  # 3 seeds for each of the 3 refused requests
+        assert sent == 4 * 5 + 2 + 2 + 6 + 2  # 3 seeds for each of the 3 refused requests
         assert table_metadata(first, "fallbacks") == ["'drink water' (hip)",
                                                       "'drink water' (synonym)"]
 
@@ -458,11 +614,11 @@ def test_faults_keep_bad_answers_out_of_the_table(classes_file, tmp_path, monkey
     with FakeOpenAI(gap_style) as server:
         server.script(fault, fault)
         assert run_stage(stage_args(classes_file, out, cache, server)) == 0
-        assert len(server.requests) == 16 + 2
+        assert len(server.requests) == 20 + 2
         texts = {r["text"] for r in pq.read_table(out).to_pylist()}
         assert not {"", "x", "head nods; hand waves"} & texts
         answered = fault.status == 200 and fault.fault is None  # paid for, so cached
-        assert len(list(cache.rglob("*.json"))) == 16 + 2 * answered
+        assert len(list(cache.rglob("*.json"))) == 20 + 2 * answered
 
 
 def test_missing_key_stops_before_any_request(classes_file, tmp_path, monkeypatch, capsys):
@@ -515,7 +671,7 @@ def test_served_model_is_not_started_when_the_cache_answers_all(classes_file, tm
                                                                 monkeypatch):
     """The served model's cache key does not depend on the server's port: fill the cache
     through a fake server, then the stage must not start transformers serve at all, unless
-    one answer (here a follow-up for a part left out) is missing."""
+    one answer (here a follow-up for a part left out, then a brief description) is missing."""
     from actionlm.knowledge import serve
 
     def no_foot(body):
@@ -531,7 +687,7 @@ def test_served_model_is_not_started_when_the_cache_answers_all(classes_file, tm
     with FakeOpenAI(no_foot, models=[serve.served_model_name(model_dir)]) as server:
         monkeypatch.setattr(serve, "serve_model", _fake_serve(server.base_url))
         assert run_stage(args) == 0
-        assert len(server.requests) == 16 + 4
+        assert len(server.requests) == 20 + 4
         assert all(r["generation_config"] == '{"do_sample": true}' for r in server.requests)
         assert all(h["authorization"] == "Bearer no-key" for h in server.headers)
         rows = pq.read_table(out).to_pylist()
@@ -546,7 +702,18 @@ def test_served_model_is_not_started_when_the_cache_answers_all(classes_file, tm
             run_stage(args)
         monkeypatch.setattr(serve, "serve_model", _fake_serve(server.base_url))
         assert run_stage(args) == 0
-        assert len(server.requests) == 16 + 4 + 1
+        assert len(server.requests) == 20 + 4 + 1
+
+        brief = next(r for r in rows if r["kind"] == "brief")
+        next(cache.rglob(f"{brief['request_hash']}.json")).unlink()
+        monkeypatch.setattr(serve, "serve_model", _fake_serve(None))
+        with pytest.raises(AssertionError, match="server was started"):
+            run_stage(args)
+        monkeypatch.setattr(serve, "serve_model", _fake_serve(server.base_url))
+        assert run_stage(args) == 0
+        assert len(server.requests) == 20 + 4 + 2
+        assert last_user_text(server.requests[-1]).startswith(BRIEF_START)
+        assert pq.read_table(out).to_pylist() == rows
     assert {r["source"] for r in rows} == {"transformers-serve/smollm2-test"}
 
 

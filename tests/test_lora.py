@@ -152,24 +152,43 @@ def test_sugar_answers_with_descriptions_and_reloads(tiny_llm, tmp_path):
     feats = rng.normal(size=(12, 8, 16)).astype(np.float32) + np.array(labels)[:, None, None]
     write_features(tmp_path / "features.parquet", feats, labels, [f"s{i}" for i in range(12)],
                    ["train"] * 12, {"method": "sugar"})
-    rows = [{"class_id": 0, "class_name": "drink water", "kind": "part", "part": "head",
-             "text": "head tilts forward", "source": "t", "request_hash": None},
-            {"class_id": 0, "class_name": "drink water", "kind": "part", "part": "hand",
-             "text": "hand reaches", "source": "t", "request_hash": None}]
-    write_parquet(pa.Table.from_pylist(rows, schema=DESCRIPTIONS_SCHEMA), tmp_path / "desc.parquet")
+    def row(label: int, kind: str, part: str | None, text: str) -> dict:
+        return {"class_id": label, "class_name": CLASSES[label], "kind": kind, "part": part,
+                "text": text, "source": "t", "request_hash": None}
+
+    parts = [row(0, "part", "head", "head tilts forward"), row(0, "part", "hand", "hand reaches"),
+             row(0, "motion", None, "head tilts forward; hand reaches")]
+    briefs = [row(0, "brief", None, "The person  lifts\na cup to the mouth."),
+              row(2, "brief", None, "The person throws.")]
+    write_parquet(pa.Table.from_pylist(parts + briefs, schema=DESCRIPTIONS_SCHEMA),
+                  tmp_path / "desc.parquet")
     inputs = {"llm": tiny_llm(0), "classes": write_classes(tmp_path / "classes.parquet"),
               "features": tmp_path / "features.parquet", "descriptions": tmp_path / "desc.parquet"}
-    recognizer, curves = train_lora(lora_args(
-        inputs, tmp_path / "out", "--method", "sugar", "--queries", "3", "--segments", "2",
-        "--description-words", "3"))
-    assert recognizer.answer_text("drink water") == "drink water: head tilts forward"
-    assert recognizer.answer_text("pickup") == "pickup"
+    sugar = ("--method", "sugar", "--queries", "3", "--segments", "2", "--description-words", "3")
+    recognizer, curves = train_lora(lora_args(inputs, tmp_path / "out", *sugar))
+    # SUGAR answers "class: brief description", the brief cut to --description-words words
+    assert recognizer.answer_text("drink water") == "drink water: The person lifts"
+    assert recognizer.answer_text("pickup") == "pickup"  # no brief row: the name alone
+    assert recognizer.answer_text("throw") == "throw: The person throws."
+    assert lora.class_answers(CLASSES, tmp_path / "desc.parquet", 12) == [
+        "drink water: The person lifts a cup to the mouth.", "pickup",
+        "throw: The person throws."]
     assert len(curves) == 1 and np.isfinite(curves[0]["loss"])
     loaded = load_recognizer(tmp_path / "out", "cpu")
+    assert loaded.answer_text("drink water") == "drink water: The person lifts"
     embeds, mask = loaded.prompt_embeddings(torch.zeros(2, 8, 16))
     assert embeds.shape[1] == loaded.prompt_length(3) and mask.all()
     with pytest.raises(ActionlmError, match="do not fit the projector"):
         loaded.prompt_embeddings(torch.zeros(2, 8, 12))
+
+    # a table without brief rows (GAP's imported files, or describe before SUGAR's brief
+    # question) is refused before training, naming describe and the way out
+    write_parquet(pa.Table.from_pylist(parts, schema=DESCRIPTIONS_SCHEMA), tmp_path / "parts.parquet")
+    with pytest.raises(ActionlmError, match=r"parts.parquet: no brief descriptions; they are made "
+                       r"by describe .*\(lora.sugar.descriptions: false\)"):
+        train_lora(lora_args({**inputs, "descriptions": tmp_path / "parts.parquet"},
+                             tmp_path / "refused", *sugar))
+    assert not (tmp_path / "refused" / ADAPTER_FILE).exists()
 
 
 def test_bridges_follow_sugar_table4():

@@ -340,8 +340,22 @@ def test_a_run_without_encoders_or_text_methods_asks_for_neither():
     ({"knowledge": {"import_gap": "gap"}},
      "encoders.train.sugar_kinds (SUGAR on synthetic): motion texts come from SUGAR's question "
      "to a model; GAP's imported files (knowledge.import_gap) hold none"),
+    ({"knowledge": {"import_gap": "gap"}, "encoders": {"train": {"sugar_kinds": ["part", "paragraph"]}},
+      "lora": {"sugar": {"descriptions": True}}},
+     "lora.sugar.descriptions (SUGAR on synthetic): its brief descriptions come from SUGAR's "
+     "question"),
 ])
 def test_config_errors_name_the_key(overlay, message):
     with pytest.raises(ActionlmError, match="config is invalid") as err:
         config(**overlay)
     assert message in str(err.value)
+
+
+def test_imported_gap_texts_serve_sugar_without_brief_descriptions():
+    """GAP's files hold no brief descriptions: SUGAR answers with class names over them
+    (lora.sugar.descriptions false), and the descriptions only matter when SUGAR's recognizer
+    is trained (llm_eval.methods)."""
+    gap = {"knowledge": {"import_gap": "gap"},
+           "encoders": {"train": {"sugar_kinds": ["part", "paragraph"]}}}
+    config(**gap)
+    config(**gap, lora={"sugar": {"descriptions": True}}, llm_eval={"methods": ["llm_ar"]})

@@ -237,7 +237,7 @@ def test_paid_answers_survive_removing_results(tmp_path, monkeypatch):
         first = snakemake(work, target)
         assert first.returncode == 0, first.stderr[-3000:]
         asked = len(server.requests)
-        assert asked == 19 * 4  # part, synonym, paragraph, motion
+        assert asked == 19 * 5  # part, synonym, paragraph, motion, brief
         rows = pd.read_parquet(work / target)
         shutil.rmtree(work / "results")
         again = snakemake(work, target)

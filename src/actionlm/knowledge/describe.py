@@ -5,7 +5,8 @@ GAP (Xiang et al., ICCV 2023, Sec. 3.2 and Fig. 5) asks a language model three q
 class; its answers become the text targets of the multi-part contrastive loss. SUGAR (Ye et
 al., AAAI 2026, "Generate Motion Knowledge") asks one question per class with its own example
 ("drink water") and keeps the answer whole: the motion description m of its MIL-NCE positives
-(kind ``motion``). The questions
+(kind ``motion``); then, from that answer, a one-sentence ``brief`` description, the "class:
+brief description" its recognizer answers with (SUGAR "Training Strategy"). The questions
 and one in-context example per kind (SUGAR's way of fixing the answer format) come from a
 prompts file that users edit (configs/prompts/describe.yaml). Every request goes through the
 cached client (actionlm.knowledge.client): a rerun sends nothing, an interrupted run resumes.
@@ -15,10 +16,11 @@ model folder for the run; ``--import-gap DIR`` reads GAP's released text files i
 asking any model.
 
 Output (descriptions.parquet), one row per text: class_id (the dataset's label), class_name,
-kind (part / synonym / paragraph / motion), part (head, hand, arm, hip, leg, foot; null unless
-kind is part), text, source (provider/model, or gap-import), request_hash (cache key of the answer;
-null for imports). Metadata: the prompts file's path, version and sha256, the source, the
-call counts (cache hits, requests, retries, bad answers) and the number of part follow-ups.
+kind (part / synonym / paragraph / motion / brief), part (head, hand, arm, hip, leg, foot;
+null unless kind is part), text, source (provider/model, or gap-import), request_hash (cache key
+of the answer; null for imports). Metadata: the prompts file's path, version and sha256, the
+source, the call counts (cache hits, requests, retries, bad answers) and the number of part
+follow-ups.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from actionlm.knowledge.client import (
 log = logging.getLogger(__name__)
 
 KINDS = ("part", "synonym", "paragraph", "motion")  # "visual" rows come from describe-visual
+BRIEF = "brief"  # asked after KINDS: its question holds the class's motion description
 DEFAULT_PROMPTS = Path("configs/prompts/describe.yaml")
 GAP_SOURCE = "gap-import"
 FALLBACK_SOURCE = "fallback/label-name"
@@ -97,11 +100,13 @@ _KIND_SCHEMA = {
             "additionalProperties": False,
             "required": ["action", "answer"],
             "properties": {"action": {"type": "string", "minLength": 1},
+                           "motion": {"type": "string", "minLength": 1},
                            "answer": {"type": "string", "minLength": 1}},
         },
         "keep": {"type": "integer", "minimum": 1},
         "min_count": {"type": "integer", "minimum": 1},
         "min_words": {"type": "integer", "minimum": 1},
+        "max_words": {"type": "integer", "minimum": 1},
         "min_parts": {"type": "integer", "minimum": 1, "maximum": len(BODY_PARTS)},
         "follow_up": {"type": "string", "allOf": [{"pattern": r"\{action\}"},
                                                    {"pattern": r"\{part\}"}]},
@@ -121,8 +126,8 @@ PROMPTS_SCHEMA = {
         "kinds": {
             "type": "object",
             "additionalProperties": False,
-            "required": list(KINDS),
-            "properties": {kind: _KIND_SCHEMA for kind in KINDS},
+            "required": [*KINDS, BRIEF],
+            "properties": {kind: _KIND_SCHEMA for kind in (*KINDS, BRIEF)},
         },
     },
 }
@@ -175,6 +180,18 @@ class Prompts:
             validator=functools.partial(PARSERS[kind], spec=spec, class_name=class_name),
             trim_truncated=_trimmer(spec, kind), **self._sampling(spec))
 
+    def brief(self, class_name: str, motion: str) -> ChatRequest:
+        """SUGAR's one-sentence description of ``class_name`` from its ``motion`` answer."""
+        spec = self.kinds[BRIEF]
+        example = spec["example"]
+        return ChatRequest(
+            messages=self._messages(
+                _question(spec, example["action"], motion=example.get("motion", "")),
+                example["answer"], _question(spec, class_name, motion=motion)),
+            label=f"class {class_name!r} ({BRIEF})",
+            validator=functools.partial(parse_brief, spec=spec),
+            trim_truncated=_trimmer(spec, BRIEF), **self._sampling(spec))
+
     def follow_up(self, class_name: str, part: str) -> ChatRequest:
         """The question for one part that the answer to :meth:`request` left out; its worked
         example is that part's phrase in the kind's example answer."""
@@ -204,7 +221,7 @@ class Prompts:
 
 # Where the complete part of an answer cut at max_tokens ends, per kind.
 COMPLETE_UP_TO = {"part": r"[;\n]", "synonym": r"[,;\n]", "paragraph": r"[.!?](?=\s|$)",
-                  "motion": r"[;\n]"}
+                  "motion": r"[;\n]", BRIEF: r"[.!?](?=\s|$)"}
 
 
 def keep_complete(text: str, end: str) -> str:
@@ -221,9 +238,12 @@ def _trimmer(spec: dict, kind: str):
     return functools.partial(keep_complete, end=COMPLETE_UP_TO[kind])
 
 
-def _question(spec: dict, action: str, part: str = "", template: str = "question") -> str:
-    # replace, not str.format: class names and questions may hold braces
-    return spec[template].replace("{action}", " ".join(action.split())).replace("{part}", part)
+def _question(spec: dict, action: str, part: str = "", template: str = "question",
+              motion: str = "") -> str:
+    # replace, not str.format: class names and questions may hold braces; the class name
+    # goes in last, so that braces in it stay as they are
+    text = spec[template].replace("{part}", part).replace("{motion}", motion)
+    return text.replace("{action}", " ".join(action.split()))
 
 
 # ---------------------------------------------------------------- answer parsing
@@ -338,6 +358,18 @@ def parse_motion(text: str, spec: dict, class_name: str = "") -> str:
     return "; ".join(parse_parts(text, spec, class_name).values())
 
 
+def parse_brief(text: str, spec: dict, class_name: str = "") -> str:
+    """The first sentence of the answer, at most ``max_words`` words (SUGAR's brief
+    description)."""
+    if _is_example_copy(text, spec):
+        raise InvalidAnswer("repeats the in-context example")
+    sentence = re.split(r"(?<=[.!?])\s+", " ".join(text.split()))[0].strip()
+    words = len(sentence.split())
+    if not words or words > spec.get("max_words", words):
+        raise InvalidAnswer(f"{words} words, not 1..max_words={spec.get('max_words')}")
+    return sentence
+
+
 PARSERS = {"part": parse_parts, "synonym": parse_synonyms, "paragraph": parse_paragraph,
            "motion": parse_motion}
 
@@ -401,9 +433,20 @@ def _ask(client: LLMClient, requests: list[ChatRequest], progress: str,
         return err.answers
 
 
+def _briefs(jobs: list[tuple], answers: list[Answer | None],
+            prompts: Prompts) -> tuple[list[tuple[int, str]], list[ChatRequest]]:
+    """(label, name) of each class and the request for its brief description, made from its
+    accepted motion answer (from the class name when there is none)."""
+    named = [(label, name, answer) for (label, name, kind), answer in zip(jobs, answers)
+             if kind == "motion"]
+    return ([(label, name) for label, name, _ in named],
+            [prompts.brief(name, answer.value if answer is not None else " ".join(name.split()))
+             for _, name, answer in named])
+
+
 def all_cached(classes: list[tuple], prompts: Prompts, client: LLMClient) -> bool:
-    """Whether describing ``classes`` needs no request at all (questions and follow-ups);
-    refused answers count as cached: a rerun judges them again without asking."""
+    """Whether describing ``classes`` needs no request at all (questions, follow-ups and brief
+    descriptions); refused answers count as cached: a rerun judges them again without asking."""
     jobs, requests = _questions(classes, prompts)
     if not client.all_cached(requests):
         return False
@@ -412,14 +455,15 @@ def all_cached(classes: list[tuple], prompts: Prompts, client: LLMClient) -> boo
     except LLMRequestError as err:  # answers refused until no attempt was left
         answers = err.answers
     return client.all_cached([prompts.follow_up(jobs[i][1], part)
-                              for i, part in _parts_left_out(jobs, answers, prompts)])
+                              for i, part in _parts_left_out(jobs, answers, prompts)]
+                             + _briefs(jobs, answers, prompts)[1])
 
 
 def describe_classes(classes: list[tuple], prompts: Prompts, client: LLMClient,
                      allow_incomplete: bool = False) -> pa.Table:
     """Ask every kind's question about every class (through the cache), then one follow-up
-    per body part an accepted answer left out, and tabulate. Rows keep the hash of the
-    request whose answer they come from.
+    per body part an accepted answer left out and the brief description from each motion
+    answer, and tabulate. Rows keep the hash of the request whose answer they come from.
 
     A request that fails for good fails the stage, unless ``allow_incomplete``: then its rows
     are GAP's label-name baseline (the class name as the text, source ``fallback/label-name``,
@@ -450,6 +494,15 @@ def describe_classes(classes: list[tuple], prompts: Prompts, client: LLMClient,
                 fallbacks.append(f"{name!r} ({part or kind})")
                 rows.append(_row(label, name, kind, part, " ".join(name.split()),
                                  FALLBACK_SOURCE, None))
+    named, requests = _briefs(jobs, answers, prompts)
+    briefs = _ask(client, requests, "describe (brief descriptions)", allow_incomplete)
+    for (label, name), answer in zip(named, briefs):
+        if answer is None:
+            fallbacks.append(f"{name!r} ({BRIEF})")
+        rows.append(_row(label, name, BRIEF, None,
+                         answer.value if answer else " ".join(name.split()),
+                         source if answer else FALLBACK_SOURCE,
+                         answer.request_hash if answer else None))
     if fallbacks:
         log.warning("%d texts are the class name (no usable answer): %s", len(fallbacks),
                     ", ".join(fallbacks))

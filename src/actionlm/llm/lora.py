@@ -52,7 +52,6 @@ from actionlm.cli_args import (
 )
 from actionlm.data.classes import read_class_names
 from actionlm.data.features import read_features
-from actionlm.data.skeleton_layouts import BODY_PARTS
 from actionlm.device import (
     add_precision_argument,
     autocast,
@@ -133,25 +132,23 @@ class TrainingData:
 
 def class_answers(classes: list[str], descriptions: str | os.PathLike | None,
                   words: int) -> list[str]:
-    """Each class's trained answer: its name, and with ``descriptions`` (describe's table) the
-    class's body-part motions in BODY_PARTS order, as many whole phrases as fit in ``words`` words
-    (SUGAR: "the corresponding ground truth and a description of the action")."""
+    """Each class's trained answer: its name, and with ``descriptions`` (describe's table)
+    "name: brief description", the class's ``brief`` text cut to ``words`` words (SUGAR: "the
+    corresponding ground truth and a description of the action", a brief description GPT
+    wrote from the motion knowledge)."""
     if descriptions is None:
         return list(classes)
-    table = read_table(descriptions, columns=["class_id", "kind", "part", "text"])
-    parts: dict[int, dict[str, str]] = {}
-    for row in table.to_pylist():
-        if row["kind"] == "part" and row["part"] in BODY_PARTS:
-            parts.setdefault(row["class_id"], {}).setdefault(row["part"], row["text"].strip())
+    table = read_table(descriptions, columns=["class_id", "kind", "text"])
+    briefs = {row["class_id"]: row["text"] for row in table.to_pylist() if row["kind"] == "brief"}
+    if not briefs:
+        raise ActionlmError(f"{descriptions}: no brief descriptions; they are made by describe "
+                            "(SUGAR's question from each class's motion description; GAP's "
+                            "imported files hold none): answer with class names instead "
+                            "(lora.sugar.descriptions: false)")
     answers = []
     for label, name in enumerate(classes):
-        phrases, used = [], 0
-        for part in BODY_PARTS:
-            text = parts.get(label, {}).get(part)
-            if text and used + len(text.split()) <= words:
-                phrases.append(text)
-                used += len(text.split())
-        answers.append(f"{name}: {'; '.join(phrases)}" if phrases else name)
+        brief = " ".join(briefs.get(label, "").split()[:words])
+        answers.append(f"{name}: {brief}" if brief else name)
     return answers
 
 
@@ -468,9 +465,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", type=Path, help="sugar: features.parquet of the frozen encoder")
     p.add_argument("--classes", type=Path, required=True, help="the dataset's classes.parquet")
     p.add_argument("--descriptions", type=Path,
-                   help="descriptions.parquet: SUGAR answers 'name: motion description'")
+                   help="descriptions.parquet: SUGAR answers 'name: brief description'")
     p.add_argument("--description-words", type=positive_int, default=12,
-                   help="longest description in words (whole body-part phrases)")
+                   help="longest description in words (the brief description is cut there)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     lora = LoraSettings()
     g = p.add_argument_group("LoRA (both papers: r 64, alpha 16)")

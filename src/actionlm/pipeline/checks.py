@@ -99,6 +99,11 @@ def knowledge_problems(config: dict) -> list[str]:
         why = missing_knowledge(config, encoder_options(cfg, "sugar")["sugar_kinds"])
         if why:
             problems.append(f"encoders.train.sugar_kinds (SUGAR on {dataset}): {why}")
+        if ("sugar" in config["llm_eval"]["methods"] and cfg["lora"]["sugar"]["descriptions"]
+                and config["knowledge"]["import_gap"]):
+            problems.append(f"lora.sugar.descriptions (SUGAR on {dataset}): its brief "
+                            "descriptions come from SUGAR's question to a model; GAP's "
+                            "imported files (knowledge.import_gap) hold none")
     return problems
 
 
