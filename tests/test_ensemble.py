@@ -40,7 +40,7 @@ def softmax(x):
 @pytest.fixture
 def members(tmp_path):
     return [evaluation(tmp_path / "a", A, protocol="xsub"), evaluation(tmp_path / "b", B),
-            evaluation(tmp_path / "c", C, method="linear_probe")]
+            evaluation(tmp_path / "c", C, method="text_probe")]
 
 
 def fused_predictions(out):
@@ -74,7 +74,7 @@ def test_softmax_gives_minus_infinity_no_probability(members, tmp_path):
     fused = np.stack(fused_predictions(tmp_path / "out").loc[IDS, "scores"])
     assert np.isfinite(fused).all()
     np.testing.assert_allclose(fused[3, 0], softmax(A)[3, 0] + softmax(B)[3, 0], rtol=1e-6)
-    assert metrics["member_names"] == ["gap", "gap", "linear_probe"]
+    assert metrics["member_names"] == ["gap", "gap", "text_probe"]
 
 
 def test_members_in_another_sample_order_are_aligned_by_sample_id(members, tmp_path):

@@ -290,19 +290,29 @@ def test_all_asks_for_every_evaluation_and_the_report(pipe):
     assert "results/report/summary.md" in wanted
     assert {"results/eval/synthetic/xsub/ce/metrics.json",
             "results/eval/synthetic/xsub/sugar/metrics.json",
-            "results/eval/synthetic/zeroshot/unseen3/llm_ar_linear.json"} <= set(wanted)
+            "results/eval/synthetic/zeroshot/unseen3/llm_ar_text.json"} <= set(wanted)
     assert targets.seed_metrics(pipe, {"dataset": "synthetic", "k": "3", "method": "sugar"}) == [
         "results/eval/synthetic/unseen3_seed0/sugar/metrics.json"]
 
 
+def pipe_inputs(pipe: Pipeline, method: str) -> dict:
+    return pipe.inputs("evaluate", {**MAIN, "protocol": "unseen3_seed0", "method": method})
+
+
 def test_a_run_without_encoders_or_text_methods_asks_for_neither():
-    llm_ar_only = Pipeline(config(encoders={"methods": []}, llm_eval={"methods": ["llm_ar"]}))
+    llm_ar_only = Pipeline(config(encoders={"methods": []},
+                                  llm_eval={"methods": ["llm_ar"], "text_probe": False}))
     wanted = targets.all_targets(llm_ar_only)
     assert not [t for t in wanted if "knowledge" in t or "/encoders/" in t]
     figures = targets.report_figures(llm_ar_only)
     assert figures and not [f for f in figures if "encoder" in f or "embedding" in f]
-    assert "results/knowledge/synthetic/text_embeddings.parquet" in targets.all_targets(
+    texts = "results/knowledge/synthetic/text_embeddings.parquet"
+    assert texts in targets.all_targets(
         Pipeline(config(encoders={"methods": ["ce"]}, llm_eval={"methods": ["sugar"]})))
+    # the zero-shot text probe reads the class texts, LLM-AR alone or not
+    with_probe = Pipeline(config(encoders={"methods": []}, llm_eval={"methods": ["llm_ar"]}))
+    assert texts in targets.all_targets(with_probe)
+    assert pipe_inputs(with_probe, "llm_ar_text")["texts"] == texts
 
 
 @pytest.mark.parametrize("overlay, message", [

@@ -56,7 +56,7 @@ JOBS = [
     ("extract_features", "extract-features", {**MAIN, "method": "sugar"}, ["--out", "o"]),
     *[("lora", "lora", {**MAIN, "method": m}, ["--out", "o"]) for m in ("llm_ar", "sugar")],
     *[("evaluate", "evaluate", {**MAIN, "method": m}, ["--out", "o"])
-      for m in ("ce", "gap", "llm_ar", "sugar", "llm_ar_linear")],
+      for m in ("ce", "gap", "llm_ar", "sugar", "llm_ar_text")],
     ("evaluate", "evaluate", {**MAIN, "protocol": "unseen3_seed0", "method": "sugar"},
      ["--out", "o"]),
 ]

@@ -98,11 +98,11 @@ def test_all_runs_llm_ar_closed_set_zero_shot_and_the_report(workdir):
     eval_dir = workdir / "results/eval/nw_ucla"
     closed = json.loads((eval_dir / "view2/llm_ar/metrics.json").read_text())
     assert closed["n"] == 504 and len(closed["class_names"]) == 10
-    for method in ("llm_ar", "llm_ar_linear"):
+    for method in ("llm_ar", "llm_ar_text"):
         summary = json.loads((eval_dir / f"zeroshot/unseen3/{method}.json").read_text())
         assert summary["runs"] == 1 and summary["protocols"] == ["unseen3_seed0"]
-    probe = json.loads((eval_dir / "zeroshot/unseen3/llm_ar_linear.json").read_text())
-    assert probe["top1"] == 0.0  # a linear classifier cannot name unseen classes
+    probe = json.loads((eval_dir / "unseen3_seed0/llm_ar_text/metrics.json").read_text())
+    assert probe["method"] == "text_probe" and len(probe["class_names"]) == 3  # unseen only
     report = (workdir / "results/report/summary.md").read_text()
     assert all(method in report for method in ("ce", "gap", "llm_ar"))
     assert "published (paper, GPU, full data)" in report
@@ -112,7 +112,7 @@ def test_all_runs_llm_ar_closed_set_zero_shot_and_the_report(workdir):
 # (view2 encoder curves, embeddings, report) and (LoRA, closed-set + zero-shot evaluation).
 REPORT = {"report": 1, "all": 1}
 LLM_AR = {"lora": 2, "evaluate": 2}
-PROBE = {"evaluate": 1}  # the zero-shot linear probe reads the tokens
+PROBE = {"evaluate": 1}  # the zero-shot text probe reads the tokens
 ENCODERS = {"train_encoder": 3, "evaluate": 2, "extract_features": 3, "plot_embedding": 3}
 
 
@@ -148,16 +148,16 @@ def test_rerun_plans_nothing_and_changes_rerun_only_their_stage(workdir):
     assert plan({"vqvae": {"train": {"omega2": 0.5}}}) == jobs(
         {"train_vqvae": 2, "tokenize": 2}, LLM_AR, PROBE,
         {"zeroshot_summary": 2, "plot_curves": 3}, REPORT)
-    # The text encoder reruns encode-text and the encoders that read text (GAP, SUGAR);
-    # request plumbing reruns nothing.
+    # The text encoder reruns encode-text and what reads text (GAP, SUGAR, the zero-shot text
+    # probe and its seed average); request plumbing reruns nothing.
     assert plan({"knowledge": {"text_encoder": {"batch_size": 7}, "concurrency": 3}}) == jobs(
-        {"encode_text": 1, "train_encoder": 2, "evaluate": 1, "extract_features": 2,
-         "plot_embedding": 2, "plot_curves": 1}, REPORT)
+        {"encode_text": 1, "train_encoder": 2, "extract_features": 2, "plot_embedding": 2,
+         "plot_curves": 1, "zeroshot_summary": 1}, {"evaluate": 1}, PROBE, REPORT)
     # A GAP-only key reruns the GAP encoder and what reads it, not CE or SUGAR.
     assert plan({"encoders": {"train": {"gap_weight": 0.5}}}) == jobs(
         {"train_encoder": 1, "evaluate": 1, "extract_features": 1, "plot_embedding": 1,
          "plot_curves": 1}, REPORT)
-    # A LoRA learning rate reruns the LoRA runs and their evaluations, not the linear probe.
+    # A LoRA learning rate reruns the LoRA runs and their evaluations, not the text probe.
     assert plan({"lora": {"llm_ar": {"lr": 0.01}}}) == jobs(
         LLM_AR, {"zeroshot_summary": 1, "plot_curves": 1}, REPORT)
     # Restating values (another spelling, another overlay) reruns nothing.

@@ -1,7 +1,7 @@
 # Evaluation on a protocol's test split: an encoder (ce, gap), an LLM recognizer by constrained
 # scoring of every candidate class (llm_ar, sugar; zero-shot on unseen{K}_seed{S} and in cross
-# runs, with the held-out classes listed in the prompt), or the linear probe on a recognizer's
-# inputs ({llm_ar,sugar}_linear). Zero-shot seeds are averaged per unseen{K}. An ensemble fuses
+# runs, with the held-out classes listed in the prompt), or the text probe on a recognizer's
+# inputs ({llm_ar,sugar}_text). Zero-shot seeds are averaged per unseen{K}. An ensemble fuses
 # the class scores of evaluated streams and methods (ensembles, ablation fusion variants).
 
 

@@ -6,7 +6,8 @@
 ``modality``: joint, bone, joint_motion, bone_motion; recorded in metrics.json).
 ``--method llm_ar|sugar``: an LLM recognizer (--model: its folder or recognizer.json) on the
 test rows of --inputs, scored by constrained log-likelihood of each class's answer
-(actionlm.eval.llm); ``linear_probe``: the zero-shot baseline that cannot name unseen classes.
+(actionlm.eval.llm); ``text_probe``: the baseline without an LLM, a projection of the same
+inputs onto the classes' text vectors that can name classes never trained on.
 Every method names its classes from --classes. Networks run under --precision
 (actionlm.device: bf16 autocast on a GPU that supports it by default, bf16 on the CPU on
 request); scores are float32 either way.
@@ -81,10 +82,10 @@ def add_encoder_run_arguments(p: argparse.ArgumentParser, out_help: str,
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=(*ENCODER_METHODS, *LLM_METHODS), required=True,
                    help="ce, gap: a skeleton encoder; llm_ar, sugar: an LLM recognizer; "
-                   "linear_probe: the zero-shot baseline (logistic regression on --inputs)")
+                   "text_probe: the baseline without an LLM (--inputs projected onto --texts)")
     p.add_argument("--model", type=Path, default=None,
                    help="the trained model: an encoder's best.safetensors, or a recognizer "
-                   "folder or its recognizer.json (none for linear_probe)")
+                   "folder or its recognizer.json (none for text_probe)")
     p.add_argument("--classes", type=Path, required=True, help="the dataset's classes.parquet")
     p.add_argument("--inputs", type=Path, default=None,
                    help="LLM methods: action_sentences.parquet (llm_ar) or features.parquet")

@@ -1,5 +1,5 @@
 """Evaluation of the LLM recognizers (LLM-AR, SUGAR) on the test split of an inputs table
-(action sentences or encoder features), closed-set or zero-shot, and the linear probe that
+(action sentences or encoder features), closed-set or zero-shot, and the text probe that
 zero-shot recognition is compared with. Class names come from --classes; the protocol named in
 metrics.json is the one the inputs table records (left out when it records none).
 
@@ -19,10 +19,12 @@ and ``generated_ranking`` (the classes it names, best first; empty for none).
   ``unseen{K}_seed{S}`` these are the K classes held out of training; evaluating a recognizer
   on another prepared dataset (its inputs made with this recognizer's VQ-VAE or encoder) is
   the cross-dataset protocol.
-- ``linear_probe``: multinomial logistic regression on the same inputs (mean encoder feature,
-  or action-token histogram), trained on the training split. It ranks only the classes it was
-  trained on, so on held-out classes its top-1 is 0 by construction: the limitation of
-  linear-based recognizers that SUGAR's Table 2 shows.
+- ``text_probe``: the baseline without an LLM that can name a class it never saw: the same
+  inputs (mean encoder feature, or action-token histogram) projected by ridge regression onto
+  their class's text vector (the mean of its description embeddings, text_embeddings.parquet),
+  trained on the training split; every candidate is ranked by cosine similarity to its text
+  vector (DeViSE-style; a linear classifier would score 0 on unseen classes by construction,
+  the limitation SUGAR's Table 2 shows).
 """
 
 from __future__ import annotations
@@ -54,12 +56,13 @@ from actionlm.llm.scoring import (
     score_answers,
     tokenize_answers,
 )
+from actionlm.text.encode import load_text_embeddings
 
 log = logging.getLogger(__name__)
 
 LLM_METHODS = ("llm_ar", "sugar")
-LINEAR_PROBE = "linear_probe"
-METHODS = (*LLM_METHODS, LINEAR_PROBE)
+TEXT_PROBE = "text_probe"
+METHODS = (*LLM_METHODS, TEXT_PROBE)
 
 
 @dataclass
@@ -197,33 +200,38 @@ def probe_inputs(data: TestInputs, codes: int | None) -> torch.Tensor:
     return hist
 
 
-def fit_linear_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int,
-                     weight_decay: float = 1e-3) -> torch.nn.Linear:
-    """Multinomial logistic regression (standardised inputs folded into the layer), fitted
-    full-batch with L-BFGS: the convex optimum, deterministic."""
+def class_text_vectors(path: Path, n_classes: int) -> torch.Tensor:
+    """[K, D]: each class's text vector, the normalised mean of its L2-normalised text
+    embeddings (every kind text_embeddings.parquet holds for it)."""
+    rows, vectors = load_text_embeddings(path)
+    ids = rows["class_id"].to_numpy()
+    vectors = F.normalize(torch.tensor(vectors, dtype=torch.float32), dim=1)
+    missing = sorted(set(range(n_classes)) - set(ids.tolist()))
+    if missing:
+        raise ActionlmError(f"{path}: no text for class(es) {missing[:10]}: describe and "
+                            "encode-text every class of the dataset, unseen ones included")
+    index = torch.as_tensor(ids, dtype=torch.long)
+    sums = torch.zeros(n_classes, vectors.shape[1]).index_add_(0, index, vectors)
+    return F.normalize(sums, dim=1)
+
+
+def fit_text_projection(x: torch.Tensor, targets: torch.Tensor,
+                        ridge: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mean, std, W): ridge regression of the standardised inputs onto their class's text
+    vector, W = (Z^T Z + ridge * N * I)^-1 Z^T T, the closed-form optimum (deterministic)."""
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-    layer = torch.nn.Linear(x.shape[1], n_classes)
-    torch.nn.init.zeros_(layer.weight)
-    torch.nn.init.zeros_(layer.bias)
-    z = (x - mean) / std
-    optimizer = torch.optim.LBFGS(layer.parameters(), max_iter=300, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = F.cross_entropy(layer(z), y) + weight_decay * layer.weight.square().sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    with torch.no_grad():  # fold the standardisation: W (x - m) / s + b
-        layer.weight /= std
-        layer.bias -= layer.weight @ mean
-    return layer
+    z = ((x - mean) / std).double()
+    gram = z.T @ z + ridge * len(z) * torch.eye(z.shape[1], dtype=z.dtype)
+    return mean, std, torch.linalg.solve(gram, z.T @ targets.double()).float()
 
 
-def evaluate_linear_probe(args: argparse.Namespace) -> dict:
-    """Train on the training split of ``--train-inputs`` (default ``--inputs``), rank the
-    candidates of ``--inputs``' test split; a class never trained on scores -inf."""
+def evaluate_text_probe(args: argparse.Namespace) -> dict:
+    """Project the inputs (mean encoder feature, action-token histogram) into the text
+    encoder's space, trained on the training split of ``--train-inputs`` (default
+    ``--inputs``), and rank the candidates of ``--inputs``' test split by cosine similarity
+    to their class text vectors (``--texts``): a class never trained on can be named."""
+    if args.texts is None:
+        raise ActionlmError("--method text_probe needs --texts (text_embeddings.parquet)")
     train = read_inputs(args.train_inputs or args.inputs, "train")
     test = read_inputs(args.inputs, "test")
     names = read_class_names(args.classes)
@@ -233,26 +241,19 @@ def evaluate_linear_probe(args: argparse.Namespace) -> dict:
     codes = train.codes or test.codes
     if train.tokens is not None and not codes:
         raise ActionlmError(f"{args.inputs}: action sentences without actionlm.codes metadata")
-    seen = sorted({int(x) for x in train.labels})
     x_train, x_test = probe_inputs(train, codes), probe_inputs(test, codes)
     if x_test.shape[1] != x_train.shape[1]:
         raise ActionlmError(f"{args.inputs}: inputs of width {x_test.shape[1]}, the training "
                             f"inputs have {x_train.shape[1]}")
-    index = {label: i for i, label in enumerate(seen)}
-    layer = fit_linear_probe(x_train, torch.tensor([index[int(x)] for x in train.labels]),
-                             len(seen))
-    with torch.no_grad():
-        logits = layer(x_test).numpy()
-    # Columns: the candidates, then the trained classes outside them (which it may predict).
-    columns = chosen + [c for c in seen if c not in set(chosen)]
-    scores = np.full((len(test), len(columns)), -np.inf)
-    for j, label in enumerate(columns):
-        if label in index:
-            scores[:, j] = logits[:, index[label]]
-    metadata = {"method": LINEAR_PROBE, **protocol_of(test), "inputs": str(args.inputs),
-                "train_inputs": str(args.train_inputs or args.inputs),
-                "zero_shot": args.zero_shot, "trained_classes": [names[c] for c in seen]}
-    return _write(args, scores, labels, test.sample_ids, [names[c] for c in columns], None,
+    texts = class_text_vectors(args.texts, len(names))
+    mean, std, weight = fit_text_projection(x_train, texts[torch.as_tensor(train.labels)])
+    projected = F.normalize((x_test - mean) / std @ weight, dim=1)
+    scores = (projected @ texts[chosen].T).numpy()
+    metadata = {"method": TEXT_PROBE, **protocol_of(test), "inputs": str(args.inputs),
+                "train_inputs": str(args.train_inputs or args.inputs), "texts": str(args.texts),
+                "zero_shot": args.zero_shot,
+                "trained_classes": [names[c] for c in sorted({int(y) for y in train.labels})]}
+    return _write(args, scores, labels, test.sample_ids, [names[c] for c in chosen], None,
                   metadata)
 
 
@@ -266,7 +267,7 @@ def _write(args, scores, labels, sample_ids, class_names, extra, metadata) -> di
 
 
 def add_llm_arguments(group) -> None:
-    """Options of ``actionlm evaluate`` for --method llm_ar / sugar / linear_probe."""
+    """Options of ``actionlm evaluate`` for --method llm_ar / sugar / text_probe."""
     group.add_argument("--zero-shot", action=argparse.BooleanOptionalAction, default=False,
                        help="rank only the test split's classes (unseen{K} protocols, another "
                        "dataset), listed in the instruction")
@@ -279,21 +280,23 @@ def add_llm_arguments(group) -> None:
                        "and report generation accuracy beside scoring's; 0: off")
     group.add_argument("--llm", type=Path, default=None,
                        help="base LLM folder, if not where recognizer.json says (same model)")
+    group.add_argument("--texts", type=Path, default=None,
+                       help="text_probe: the dataset's text_embeddings.parquet")
     group.add_argument("--train-inputs", type=Path, default=None,
-                       help="linear_probe: table whose training split it learns from "
+                       help="text_probe: table whose training split it learns from "
                        "(default: --inputs)")
 
 
 def evaluate_llm(args: argparse.Namespace) -> dict:
-    """Entry point of ``actionlm evaluate --method llm_ar|sugar|linear_probe``."""
+    """Entry point of ``actionlm evaluate --method llm_ar|sugar|text_probe``."""
     if args.method not in METHODS:
         raise ActionlmError(f"--method {args.method}: expected one of {METHODS}")
     if args.inputs is None:
         raise ActionlmError(f"--method {args.method} needs --inputs (action_sentences.parquet "
                             "or features.parquet)")
-    if args.model is None and args.method != LINEAR_PROBE:
+    if args.model is None and args.method != TEXT_PROBE:
         raise ActionlmError(f"--method {args.method} needs --model (its recognizer folder or "
                             "recognizer.json)")
-    if args.method == LINEAR_PROBE:
-        return evaluate_linear_probe(args)
+    if args.method == TEXT_PROBE:
+        return evaluate_text_probe(args)
     return evaluate_recognizer(args)

@@ -9,7 +9,7 @@ compares GAP, LLM-AR and SUGAR on identical definitions.
     top5       list<int32>  the five best classes, best first (fewer when K < 5)
     score      float32  the top-1 score (method-specific scale: logit, log-likelihood)
     scores     list<float32>  every class's score, in ``class_names`` order (-inf: a class
-               the method cannot predict, e.g. one the linear probe was not trained on);
+               the method cannot predict);
                what ``actionlm ensemble`` fuses
     + method-specific extra columns (an LLM's generated answer and the classes it names)
     metadata: actionlm.class_names, actionlm.method, ... (caller's ``metadata``)

@@ -79,11 +79,11 @@ WILDCARDS = {
 
 # The {method} values of each stage that has one (the rule's wildcard constraint).
 ENCODERS, RECOGNIZERS = "ce|gap|sugar", "llm_ar|sugar"
-LINEAR_PROBES = "llm_ar_linear|sugar_linear"
+TEXT_PROBES = "llm_ar_text|sugar_text"
 METHODS = {
     "train_encoder": ENCODERS, "extract_features": ENCODERS, "plot_embedding": ENCODERS,
-    "lora": RECOGNIZERS, "evaluate": f"ce|gap|{RECOGNIZERS}|{LINEAR_PROBES}",
-    "zeroshot_summary": f"{RECOGNIZERS}|{LINEAR_PROBES}",
+    "lora": RECOGNIZERS, "evaluate": f"ce|gap|{RECOGNIZERS}|{TEXT_PROBES}",
+    "zeroshot_summary": f"{RECOGNIZERS}|{TEXT_PROBES}",
 }
 
 

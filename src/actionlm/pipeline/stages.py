@@ -27,7 +27,7 @@ from actionlm.pipeline.flags import cli_flags
 from actionlm.pipeline.runs import MAIN, Run, deep_merge, make_runs, run_settings, stream_name
 
 CLASSIFIERS = ("ce", "gap")  # encoders evaluated by their own classifier head
-LINEAR = "_linear"  # evaluate's {method} of a linear probe: llm_ar_linear, sugar_linear
+TEXT = "_text"  # evaluate's {method} of a text probe on a recognizer's inputs: llm_ar_text
 # keys of encoders.network / encoders.train that only one method reads (others never see them)
 TEXT_TUNING_KEYS = {"text_tuning", "text_lr", "text_optimizer"}
 ENCODER_METHOD_KEYS = {
@@ -95,8 +95,8 @@ def test_interval(cfg: dict, method: str) -> float:
 def evaluate_options(cfg: dict, method: str, zero_shot: bool) -> dict:
     if method in CLASSIFIERS:
         return {"method": method, "test_interval": test_interval(cfg, method)}
-    if method.endswith(LINEAR):
-        return {"method": "linear_probe", "zero_shot": zero_shot}
+    if method.endswith(TEXT):
+        return {"method": "text_probe", "zero_shot": zero_shot}
     ev = cfg["llm_eval"]
     return {"method": method, "zero_shot": zero_shot, "normalize": ev["normalize"],
             "generate_tokens": ev["generate_tokens"]}
@@ -118,7 +118,7 @@ def signature(stage: str, cfg: dict, method: str | None) -> tuple:
         return (signature(upstream, cfg, method), lora_options(cfg, method),
                 cfg["lora"][method].get("descriptions"))
     if stage == "evaluate":
-        base = method.removesuffix(LINEAR)
+        base = method.removesuffix(TEXT)
         upstream = ("train_encoder" if method in CLASSIFIERS else
                     "lora" if base == method else
                     "tokenize" if base == "llm_ar" else "extract_features")
@@ -288,17 +288,18 @@ class Pipeline:
 
     def _evaluate_inputs(self, wc: dict) -> dict:
         """An encoder and the test clips (ce, gap); a recognizer, its LLM and inputs table
-        (llm_ar, sugar); or the inputs table alone (a linear probe)."""
+        (llm_ar, sugar); or the inputs table and the text embeddings (a text probe)."""
         method = wc["method"]
         classes = self.data(wc["dataset"], "classes")
         if method in CLASSIFIERS:
             return {**self.split(wc), **classes,
                     "model": self.upstream("train_encoder", "best", wc, method)}
-        base = method.removesuffix(LINEAR)
+        base = method.removesuffix(TEXT)
         table = (self.upstream("tokenize", "sentences", wc) if base == "llm_ar" else
                  self.upstream("extract_features", "features", wc, "sugar"))
         if base != method:
-            return {**classes, "inputs": table}
+            return {**classes, "inputs": table,
+                    "texts": paths.output("encode_text", "embeddings", dataset=wc["dataset"])}
         return {**classes, "inputs": table, "llm": self.llm(),
                 "model": self.upstream("lora", "spec", wc, method),
                 "adapter": self.upstream("lora", "adapter", wc, method)}
@@ -385,7 +386,7 @@ class Pipeline:
 
     def inference_batch(self, wc: dict) -> int:
         """Samples per pass of an evaluation (memory and speed only: a resource)."""
-        if wc["method"] in CLASSIFIERS or wc["method"].endswith(LINEAR):
+        if wc["method"] in CLASSIFIERS or wc["method"].endswith(TEXT):
             return self.config["encoders"]["inference_batch_size"]
         return self.config["llm_eval"]["batch_size"]
 

@@ -3,7 +3,7 @@
 ``all`` builds, per dataset of ``run_datasets``: the data and splits, the text embeddings,
 each encoder's evaluation and features on the encoder protocols, each LLM recognizer's
 closed-set evaluation there (both on every stream the method lists: actionlm.pipeline.stages
-``modalities``) and its zero-shot seed averages on every unseen{K}_seed{S} (with the linear
+``modalities``) and its zero-shot seed averages on every unseen{K}_seed{S} (with the text
 probe), each ensemble of methods it evaluates on the closed-set protocols, the cross-dataset
 evaluations, and the report. An ablation table asks for each variant's evaluation (or
 fusion), resolved to the main run's or a stream's where the variant changes nothing.
@@ -18,7 +18,7 @@ from actionlm.pipeline.flags import cli_flags
 from actionlm.pipeline.runs import MAIN, Run, ablation_name, cross_name
 from actionlm.pipeline.stages import (
     CLASSIFIERS,
-    LINEAR,
+    TEXT,
     Pipeline,
     encoder_options,
     member_parts,
@@ -78,7 +78,7 @@ def eval_targets(pipe: Pipeline, dataset: str) -> list[str]:
                              ensemble=name)
                 for name in fused_ensembles(pipe) for p in closed]
     ks = sorted({UNSEEN.fullmatch(p).group(1) for p in unseen_protocols(pipe, dataset)}, key=int)
-    zero_shot = llm["methods"] + ([m + LINEAR for m in llm["methods"]] if llm["linear_probe"]
+    zero_shot = llm["methods"] + ([m + TEXT for m in llm["methods"]] if llm["text_probe"]
                                   else [])
     targets += [paths.output("zeroshot_summary", "summary", dataset=dataset, k=k, method=m)
                 for k in ks for m in zero_shot]
@@ -127,10 +127,13 @@ def figure(stage: str, dataset: str, protocol: str, **wildcards: str) -> str:
 
 
 def uses_texts(pipe: Pipeline) -> bool:
-    """Whether a method `all` runs reads the text embeddings (GAP's and SUGAR's encoders do;
-    CE and LLM-AR alone never ask for descriptions)."""
-    methods = {*pipe.config["encoders"]["methods"], *pipe.config["llm_eval"]["methods"]}
-    return bool(methods - {"ce", "llm_ar"})
+    """Whether a job `all` runs reads the text embeddings: GAP's and SUGAR's encoders do, and
+    the zero-shot text probe; CE and LLM-AR alone, without it, never ask for descriptions."""
+    llm = pipe.config["llm_eval"]
+    methods = {*pipe.config["encoders"]["methods"], *llm["methods"]}
+    probe = llm["text_probe"] and llm["methods"] and any(
+        unseen_protocols(pipe, d) for d in pipe.config["run_datasets"])
+    return bool(methods - {"ce", "llm_ar"} or probe)
 
 
 def all_targets(pipe: Pipeline) -> list[str]:
