@@ -210,7 +210,7 @@ def class_text_vectors(path: Path, n_classes: int) -> torch.Tensor:
     if missing:
         raise ActionlmError(f"{path}: no text for class(es) {missing[:10]}: describe and "
                             "encode-text every class of the dataset, unseen ones included")
-    index = torch.as_tensor(ids, dtype=torch.long)
+    index = torch.tensor(ids, dtype=torch.long)
     sums = torch.zeros(n_classes, vectors.shape[1]).index_add_(0, index, vectors)
     return F.normalize(sums, dim=1)
 
