@@ -46,7 +46,7 @@ def minilm(tmp_path_factory):
 def test_minilm_embeddings_are_semantic_and_normalised(minilm):
     _, _, out, _ = minilm
     rows, vectors = load_text_embeddings(out)
-    assert vectors.shape == (len(ROWS) + 1, 384) and vectors.dtype == np.float32
+    assert vectors.shape == (len(ROWS) + 1 + 2, 384) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     by_text = {text: vectors[i] for i, text in enumerate(rows["text"])}
     same = by_text["hand waving"] @ by_text["waving a hand"]
@@ -61,9 +61,12 @@ def test_rows_follow_the_inputs_and_metadata_names_them(minilm):
     descriptions, visual, out, table = minilm
     rows, vectors = load_text_embeddings(out)
     assert list(rows.columns) == ["class_id", "kind", "part", "text", "encoder"]
-    assert list(rows["text"]) == [r[4] for r in ROWS] + ["a leg kicks a ball"]
-    assert list(rows["kind"])[-1] == "visual" and rows["part"].isna().sum() == 5
+    names = ["hand waving", "kicking something"]  # one name row per class, after the inputs
+    assert list(rows["text"]) == [r[4] for r in ROWS] + ["a leg kicks a ball"] + names
+    assert list(rows["kind"])[-3:] == ["visual", "name", "name"]
+    assert list(rows["class_id"])[-2:] == [0, 1] and rows["part"].isna().sum() == 7
     np.testing.assert_array_equal(vectors[0], vectors[5])  # same text, same vector
+    np.testing.assert_array_equal(vectors[0], vectors[-2])  # the name embeds as the text
     sources = table_metadata(table, "sources")
     assert [s["sha256"] for s in sources] == [file_sha256(descriptions), file_sha256(visual)]
     assert [s["rows"] for s in sources] == [len(ROWS), 1]
@@ -92,7 +95,7 @@ def test_open_clip_random_init_has_clip_shapes_and_says_so(tmp_path):
                      "--backend", "open_clip", "--pretrained", "none", "--device", "cpu"]) == 0
         runs[name] = load_text_embeddings(out)
     rows, vectors = runs["a"]
-    assert vectors.shape == (len(ROWS) + 1, 512)
+    assert vectors.shape == (len(ROWS) + 1 + 2, 512)  # + one name row per class
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     np.testing.assert_array_equal(vectors, runs["b"][1])  # random weights drawn from --seed
     assert rows.attrs["random_init"] is True

@@ -17,6 +17,7 @@ import torch
 from actionlm.data.features import write_features
 from actionlm.errors import ActionlmError
 from actionlm.eval.llm import add_llm_arguments, evaluate_llm
+from actionlm.eval.zero_shot import gzsl_accuracy
 from actionlm.io import table_metadata, with_metadata, write_parquet
 from actionlm.llm.recognizer import (
     LoraSettings,
@@ -57,18 +58,20 @@ def save_recognizer(folder, llm, method):
     return folder
 
 
-def split_rows(zero_shot: bool, per_class: int = 3):
-    """(label, split) rows: every class in train and test, or seen train / unseen test."""
+def split_rows(zero_shot: bool, per_class: int = 3, seen_test: bool = False):
+    """(label, split) rows: every class in train and test, or seen train / unseen test (and
+    with ``seen_test`` one sample of each seen class in test_seen, for GZSL)."""
     rows = []
     for label in range(len(CLASSES)):
         for i in range(per_class):
             test = label >= SEEN if zero_shot else i == 0
-            rows.append((label, "test" if test else "train"))
+            seen_test_row = seen_test and not test and i == 0
+            rows.append((label, "test" if test else "test_seen" if seen_test_row else "train"))
     return rows
 
 
-def write_sentences(path, zero_shot: bool):
-    rows = split_rows(zero_shot)
+def write_sentences(path, zero_shot: bool, seen_test: bool = False):
+    rows = split_rows(zero_shot, seen_test=seen_test)
     gen = torch.Generator().manual_seed(1)
     tokens = [(2 * label + torch.randint(0, 2, (5,), generator=gen)).tolist() for label, _ in rows]
     write_parquet(pa.table({
@@ -104,6 +107,8 @@ def setup(tmp_path_factory, tiny_llm):
         "sugar": save_recognizer(root / "sugar", tiny_llm(0), "sugar"),
         "sentences": write_sentences(root / "sentences.parquet", zero_shot=False),
         "unseen_sentences": write_sentences(root / "unseen_sentences.parquet", zero_shot=True),
+        "gzsl_sentences": write_sentences(root / "gzsl_sentences.parquet", zero_shot=True,
+                                          seen_test=True),
         "features": write_feature_table(root / "features.parquet", zero_shot=False, per_class=6),
         "unseen_features": write_feature_table(root / "unseen.parquet", zero_shot=True),
     }
@@ -153,6 +158,23 @@ def test_zero_shot_ranks_the_held_out_classes_listed_in_the_prompt(setup, tmp_pa
     unlisted = direct_scores(setup, "llm_ar", tokens, CLASSES[SEEN:], False)
     np.testing.assert_allclose(table["score"], listed.max(1).values, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(listed, unlisted)  # the candidate list is in the instruction
+
+
+def test_gzsl_lists_and_ranks_every_class_for_unseen_and_seen_test_samples(setup, tmp_path):
+    metrics = evaluate_llm(eval_args(setup, tmp_path, "llm_ar", "gzsl_sentences", "--zero-shot",
+                                     "--gzsl"))
+    assert metrics["class_names"] == CLASSES[SEEN:]  # ZSL: the unseen classes only
+    rows = pq.read_table(setup["gzsl_sentences"]).to_pandas()
+    rows = rows[rows["split"].isin(["test", "test_seen"])]
+    assert set(rows["split"]) == {"test", "test_seen"}
+    scores = direct_scores(setup, "llm_ar", rows["tokens"].map(list).tolist(), CLASSES, True)
+    expected = gzsl_accuracy(scores.numpy(), rows["label"].to_numpy(), [SEEN, SEEN + 1])
+    for key in ("seen", "unseen", "harmonic"):
+        assert metrics["gzsl"][key] == pytest.approx(expected[key])
+    assert "calibrated" not in metrics["gzsl"]
+    with pytest.raises(ActionlmError, match="no test_seen rows"):
+        evaluate_llm(eval_args(setup, tmp_path, "llm_ar", "unseen_sentences", "--zero-shot",
+                               "--gzsl"))
 
 
 def test_sugar_is_also_evaluated_by_what_it_generates(setup, tmp_path):
@@ -267,12 +289,19 @@ def test_zero_shot_seeds_are_averaged(tmp_path):
                                          "n": 10, "top1": top1, "top5": 1.0,
                                          "mean_class_accuracy": top1,
                                          "generation": {"top1": top1 / 2, "top5": 0.9,
-                                                        "no_class": 0.1 * seed}}))
+                                                        "no_class": 0.1 * seed},
+                                         "gzsl": {"seen": 0.8, "unseen": top1, "harmonic": top1,
+                                                  "calibrated": {"seen": 0.7, "unseen": 0.6,
+                                                                 "harmonic": 0.1 + seed}}}))
     summary = summarize_seeds(paths)
     assert summary["top1"] == pytest.approx(0.6) and summary["runs"] == 2
     assert summary["top1_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
     assert summary["generation"]["top1"] == pytest.approx(0.3)
     assert summary["generation"]["no_class"] == pytest.approx(0.05)
+    assert summary["gzsl"]["harmonic"] == pytest.approx(0.6)
+    assert summary["gzsl"]["calibrated"]["harmonic"] == pytest.approx(0.6)
+    assert summary["gzsl"]["calibrated"]["harmonic_std"] == pytest.approx(np.std([0.1, 1.1],
+                                                                                ddof=1))
     (tmp_path / "other.json").write_text(json.dumps({**json.loads(paths[0].read_text()),
                                                      "method": "sugar"}))
     with pytest.raises(ActionlmError, match="different methods"):

@@ -53,14 +53,20 @@ def write_sentences(path: Path, vqvae: Path, n: int = 24, length: int = 6, codes
     return path
 
 
-@pytest.fixture(scope="module")
-def llm_ar_inputs(tmp_path_factory, tiny_llm):
-    folder = tmp_path_factory.mktemp("llm-ar")
+def save_tiny_vqvae(path: Path) -> Path:
+    """A random VQ-VAE of CODES codes (seeded), whose codebook seeds the action tokens."""
     torch.manual_seed(0)
     vq = ActionVQVAE(VQVAEConfig(width=64, codes=CODES, channels=8, depth=0, curvature=0.1))
     with torch.no_grad():
         vq.codebook.set_codes(torch.randn(CODES, 64) * 0.3)
-    save_vqvae(vq, folder / "vqvae.safetensors")
+    save_vqvae(vq, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def llm_ar_inputs(tmp_path_factory, tiny_llm):
+    folder = tmp_path_factory.mktemp("llm-ar")
+    save_tiny_vqvae(folder / "vqvae.safetensors")
     return {"llm": tiny_llm(0), "vqvae": folder / "vqvae.safetensors",
             "classes": write_classes(folder / "classes.parquet"),
             "sentences": write_sentences(folder / "sentences.parquet", folder / "vqvae.safetensors")}

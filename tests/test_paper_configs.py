@@ -27,8 +27,16 @@ from workflow_copy import ROOT, copy_workflow, snakemake_command
 DATASETS = ("ntu60", "ntu120", "nw_ucla")
 PAPERS = ("gap", "llm_ar", "sugar")
 MODES = ("local", "slurm")
-# the protocols of each dataset overlay (configs/*.yaml); LLM-AR adds its zero-shot seeds
+# the closed-set protocols of each dataset overlay (configs/*.yaml), its zero-shot benchmarks
+# (SynSE's and SMIE's) and their validation protocols; LLM-AR adds its zero-shot seeds
 PROTOCOLS = {"ntu60": {"xsub", "xview"}, "ntu120": {"xsub", "xset"}, "nw_ucla": {"view3"}}
+BENCHMARKS = {"ntu60": {"synse55_5", "synse48_12", *(f"smie55_5_split{i}" for i in (1, 2, 3))},
+              "ntu120": {"synse110_10", "synse96_24",
+                         *(f"smie110_10_split{i}" for i in (1, 2, 3))},
+              "nw_ucla": set()}
+VALIDATION = {d: {f"{p}_val" for p in b} for d, b in BENCHMARKS.items()}
+FAMILIES = {"ntu60": {"synse55_5", "synse48_12", "smie55_5"},  # SMIE's 3 splits: one average
+            "ntu120": {"synse110_10", "synse96_24", "smie110_10"}, "nw_ucla": set()}
 LLM_AR_SEEDS = {f"unseen3_seed{s}" for s in range(5)}
 
 
@@ -172,9 +180,11 @@ def test_gap_trains_ce_and_gap_on_the_papers_schedule(dry_run, paper, dataset, m
     trained = of_rule(jobs, "train_encoder")
     # GAP on its four streams (Sec. 4.4; the main run is joint), CE on joints
     runs = [""] + [f"streams/{m}/" for m in ("bone", "joint_motion", "bone_motion")]
+    # and for zero-shot by text similarity on the benchmarks (and their validation protocols)
     assert {(j.wildcards["method"], j.wildcards["run"], j.wildcards["protocol"])
             for j in trained} == {("ce", "", p) for p in PROTOCOLS[dataset]} | {
-        ("gap", run, p) for run in runs for p in PROTOCOLS[dataset]}
+        ("gap", run, p) for run in runs for p in PROTOCOLS[dataset]} | {
+        ("gap", "", p) for p in BENCHMARKS[dataset] | VALIDATION[dataset]}
     for job in trained:
         modality = job.wildcards["run"].removeprefix("streams/").rstrip("/") or "joint"
         assert job.wildcards["dataset"] == dataset
@@ -185,9 +195,17 @@ def test_gap_trains_ce_and_gap_on_the_papers_schedule(dry_run, paper, dataset, m
             assert not {"--parts", "--gap-weight", "--text-tuning", "--text-optimizer",
                         "--global-text"} & set(job.tokens())
     evaluated = of_rule(jobs, "evaluate")
-    assert len(evaluated) == 5 * len(PROTOCOLS[dataset])
+    assert len(evaluated) == 5 * len(PROTOCOLS[dataset]) + 2 * len(BENCHMARKS[dataset])
     for job in evaluated:
         assert_options(job, {"test_interval": expected["test_interval"][0]})
+    similarity = {j.wildcards["protocol"]: j for j in evaluated
+                  if j.wildcards["method"] == "gap_textsim"}
+    assert set(similarity) == BENCHMARKS[dataset] | VALIDATION[dataset]
+    for protocol in BENCHMARKS[dataset]:  # calibrated on its validation protocol's choice
+        assert similarity[protocol].args.calibrate_on.parts[-3] == f"{protocol}_val"
+    assert {(j.wildcards["family"], j.wildcards["method"])
+            for j in of_rule(jobs, "zeroshot_summary")} == {
+        (f, "gap_textsim") for f in FAMILIES[dataset]}
     # Tables 2-4's "4 ensemble" with GAP:ensemble.py's weights (configs/nw_ucla.yaml adds the
     # 2-stream fusion; its GAP + SUGAR fusion is left out: this run evaluates no SUGAR)
     fused = {(j.wildcards["ensemble"], j.wildcards["protocol"]): j
@@ -224,7 +242,8 @@ LLM_AR_LORA = {
 @pytest.mark.parametrize("paper, dataset, mode", cases(["llm_ar"]))
 def test_llm_ar_counts_iterations_on_llama_13b(dry_run, paper, dataset, mode):
     jobs = dry_run(paper, dataset, mode)
-    protocols = PROTOCOLS[dataset] | (LLM_AR_SEEDS if dataset == "ntu120" else set())
+    protocols = PROTOCOLS[dataset] | BENCHMARKS[dataset] | (
+        LLM_AR_SEEDS if dataset == "ntu120" else set())
     (llm,) = of_rule(jobs, "prepare_llm")
     assert_options(llm, {"source": "huggyllama/llama-13b", "dtype": "bfloat16"})
     assert llm.wildcards["llm"] == "llama-13b"
@@ -238,9 +257,12 @@ def test_llm_ar_counts_iterations_on_llama_13b(dry_run, paper, dataset, mode):
     for job in loras:
         assert_options(job, LLM_AR_LORA)
         assert job.args.llm == Path("resources/llm/llama-13b")
-    zero_shot = {(j.wildcards["k"], j.wildcards["method"])
+    zero_shot = {(j.wildcards["family"], j.wildcards["method"])
                  for j in of_rule(jobs, "zeroshot_summary")}
-    assert zero_shot == ({("3", "llm_ar")} if dataset == "ntu120" else set())  # no text probe
+    assert zero_shot == {(f, "llm_ar") for f in FAMILIES[dataset]} | (
+        {("unseen3", "llm_ar")} if dataset == "ntu120" else set())  # no text probe
+    gzsl = {j.wildcards["protocol"] for j in of_rule(jobs, "evaluate") if "--gzsl" in j.tokens()}
+    assert gzsl == BENCHMARKS[dataset]  # LLM-AR's unseen3_seed{S} have no seen test samples
     assert not of_rule(jobs, "train_encoder")
     assert_limits(jobs, "lora", mem_mb=64000, runtime=4320)
     assert_limits(jobs, "train_vqvae", mem_mb=32000, runtime=1440)
@@ -269,13 +291,13 @@ def test_sugar_encoder_and_tqp_lora_on_llama_2_7b(dry_run, paper, dataset, mode)
     assert_options(llm, {"source": "meta-llama/Llama-2-7b-hf", "dtype": "bfloat16"})
     trained = of_rule(jobs, "train_encoder")
     assert {(j.wildcards["method"], j.wildcards["protocol"]) for j in trained} == {
-        ("sugar", p) for p in PROTOCOLS[dataset]}
+        ("sugar", p) for p in PROTOCOLS[dataset] | BENCHMARKS[dataset] | VALIDATION[dataset]}
     for job in trained:
         # bodies stay the dataset's: one person in NW-UCLA (configs/nw_ucla.yaml), else two
         assert_options(job, {**SUGAR_ENCODER, "bodies": 1 if dataset == "nw_ucla" else 2})
     loras = of_rule(jobs, "lora")
     assert {(j.wildcards["method"], j.wildcards["protocol"]) for j in loras} == {
-        ("sugar", p) for p in PROTOCOLS[dataset]}
+        ("sugar", p) for p in PROTOCOLS[dataset] | BENCHMARKS[dataset]}
     for job in loras:
         assert_options(job, SUGAR_LORA)
         assert job.args.descriptions == Path(f"results/knowledge/{dataset}/descriptions.parquet")
@@ -284,7 +306,9 @@ def test_sugar_encoder_and_tqp_lora_on_llama_2_7b(dry_run, paper, dataset, mode)
         assert_options(job, {"test_interval": 0.95})
     (visual,) = of_rule(jobs, "describe_visual")
     assert_options(visual, {"model": "gpt-4o"})
-    assert {j.wildcards["method"] for j in of_rule(jobs, "evaluate")} == {"sugar"}
+    # zero-shot: SUGAR's LLM, the text probe on its features, its text head
+    assert {j.wildcards["method"] for j in of_rule(jobs, "evaluate")} == {"sugar"} | (
+        {"sugar_text", "sugar_textsim"} if BENCHMARKS[dataset] else set())
     assert not {"train_vqvae", "tokenize"} & {j.rule for j in jobs}
     assert_limits(jobs, "train_encoder", mem_mb=32000, runtime=1440)
     assert_limits(jobs, "lora", mem_mb=32000, runtime=480)

@@ -48,6 +48,8 @@ def test_result_paths_name_their_dataset_protocol_and_method():
         {"dataset": "ntu60", "protocol": "xsub", "method": "gap"}
     assert paths.result_key("/w/results/eval/ntu60/zeroshot/unseen5/llm_ar.json") == \
         {"dataset": "ntu60", "protocol": "zeroshot/unseen5", "method": "llm_ar"}
+    assert paths.result_key("results/eval/ntu60/zeroshot/smie55_5/gap_textsim.json") == \
+        {"dataset": "ntu60", "protocol": "zeroshot/smie55_5", "method": "gap_textsim"}
     assert paths.result_key("results/ablations/t/v/eval/ntu60/xsub/ce/metrics.json")["method"] == "ce"
     assert paths.result_key("results/cross/ntu60/xsub/eval/ntu120/xset/sugar/metrics.json") == \
         {"dataset": "cross", "protocol": "ntu60/xsub/ntu120/xset", "method": "sugar"}
@@ -256,7 +258,7 @@ def test_ensembles_fuse_the_members_with_gaps_weights_by_default():
     assert "--normalize softmax --weights 1 2" in pipe.flags("ensemble", {**wc, "ensemble": "mine"})
     wanted = targets.all_targets(pipe)
     assert "results/eval/synthetic/xsub/gap_sugar/metrics.json" in wanted
-    assert not [t for t in wanted if "unseen3" in t and "gap_" in t]  # closed-set protocols only
+    assert not [t for t in wanted if "unseen" in t and "gap_sugar" in t]  # closed-set only
     gap_only = Pipeline(config(encoders={"methods": ["gap"]}, llm_eval={"methods": []}, ensembles={
         "gap_2stream": {"members": ["gap/joint", "gap/bone"]},
         "gap_sugar": {"members": ["gap", "sugar"]}}))
@@ -288,20 +290,62 @@ def test_sugar_knowledge_rows_without_a_vision_endpoint_are_refused_with_the_rea
 def test_all_asks_for_every_evaluation_and_the_report(pipe):
     wanted = targets.all_targets(pipe)
     assert "results/report/summary.md" in wanted
+    summary = "results/eval/synthetic/zeroshot/xsub_unseen5/{}.json"
     assert {"results/eval/synthetic/xsub/ce/metrics.json",
             "results/eval/synthetic/xsub/sugar/metrics.json",
-            "results/eval/synthetic/zeroshot/unseen3/llm_ar_text.json"} <= set(wanted)
-    assert targets.seed_metrics(pipe, {"dataset": "synthetic", "k": "3", "method": "sugar"}) == [
-        "results/eval/synthetic/unseen3_seed0/sugar/metrics.json"]
+            *map(summary.format, ("llm_ar", "sugar", "llm_ar_text", "sugar_text", "gap_textsim",
+                                  "sugar_textsim"))} <= set(wanted)
+    assert not [t for t in wanted if "unseen" in t and "/ce/" in t]  # a classifier: closed set
+    wc = {"dataset": "synthetic", "family": "xsub_unseen5", "method": "sugar"}
+    assert targets.seed_metrics(pipe, wc) == [
+        "results/eval/synthetic/xsub_unseen5_seed0/sugar/metrics.json"]
+
+
+def test_zero_shot_families_average_seeds_and_smie_splits_but_not_the_protocols_apart():
+    protocols = ["xsub", "xsub_unseen5_seed0", "xsub_unseen5_seed1", "unseen3_seed0"]
+    pipe = Pipeline(config(datasets={"synthetic": {"protocols": protocols}}))
+    assert targets.encoder_protocols(pipe, "synthetic") == ["xsub"]
+    wc = {"dataset": "synthetic", "family": "xsub_unseen5", "method": "gap_textsim"}
+    assert [Path(p).parts[3] for p in targets.seed_metrics(pipe, wc)] == protocols[1:3]
+    wanted = {t for t in targets.all_targets(pipe) if "/zeroshot/" in t}
+    assert {Path(t).parent.name for t in wanted} == {"xsub_unseen5", "unseen3"}
+
+
+def test_text_similarity_reads_the_encoder_and_calibrates_on_the_validation_protocol(pipe):
+    wc = {**MAIN, "protocol": "xsub_unseen5_seed0", "method": "gap_textsim"}
+    inputs = pipe.inputs("evaluate", wc)
+    assert inputs["model"] == \
+        "results/models/synthetic/xsub_unseen5_seed0/encoders/gap/best.safetensors"
+    assert inputs["texts"] == "results/knowledge/synthetic/text_embeddings.parquet"
+    assert inputs["calibrate_on"] == \
+        "results/eval/synthetic/xsub_unseen5_seed0_val/gap_textsim/metrics.json"
+    assert pipe.flags("evaluate", wc) == \
+        "--class-texts both --method text_similarity --test-interval 0.95"
+    validation = pipe.inputs("evaluate", {**wc, "protocol": "xsub_unseen5_seed0_val"})
+    assert "calibrate_on" not in validation  # gamma is chosen there, not applied
+    assert "_val/encoders/gap/" in validation["model"]
+    # no test_seen side (every sample of the protocol's classes): no GZSL, no calibration
+    assert "calibrate_on" not in pipe.inputs("evaluate", {**wc, "protocol": "unseen3_seed0"})
+    off = Pipeline(config(zero_shot={"calibrate": False}))
+    assert "calibrate_on" not in off.inputs("evaluate", wc)
+
+
+def test_recognizers_add_gzsl_where_the_protocol_has_seen_test_samples(pipe):
+    wc = {**MAIN, "protocol": "xsub_unseen5_seed0", "method": "sugar"}
+    assert "--zero-shot" in pipe.flags("evaluate", wc) and "--gzsl" in pipe.flags("evaluate", wc)
+    assert "--no-gzsl" in pipe.flags("evaluate", {**wc, "protocol": "unseen3_seed0"})
+    assert "--no-gzsl" in pipe.flags("evaluate", {**wc, "protocol": "xsub"})
+    assert "--no-gzsl" in Pipeline(config(zero_shot={"gzsl": False})).flags("evaluate", wc)
 
 
 def pipe_inputs(pipe: Pipeline, method: str) -> dict:
-    return pipe.inputs("evaluate", {**MAIN, "protocol": "unseen3_seed0", "method": method})
+    return pipe.inputs("evaluate", {**MAIN, "protocol": "xsub_unseen5_seed0", "method": method})
 
 
 def test_a_run_without_encoders_or_text_methods_asks_for_neither():
     llm_ar_only = Pipeline(config(encoders={"methods": []},
-                                  llm_eval={"methods": ["llm_ar"], "text_probe": False}))
+                                  llm_eval={"methods": ["llm_ar"], "text_probe": False},
+                                  zero_shot={"text_similarity": []}))
     wanted = targets.all_targets(llm_ar_only)
     assert not [t for t in wanted if "knowledge" in t or "/encoders/" in t]
     figures = targets.report_figures(llm_ar_only)
@@ -310,7 +354,8 @@ def test_a_run_without_encoders_or_text_methods_asks_for_neither():
     assert texts in targets.all_targets(
         Pipeline(config(encoders={"methods": ["ce"]}, llm_eval={"methods": ["sugar"]})))
     # the zero-shot text probe reads the class texts, LLM-AR alone or not
-    with_probe = Pipeline(config(encoders={"methods": []}, llm_eval={"methods": ["llm_ar"]}))
+    with_probe = Pipeline(config(encoders={"methods": []}, llm_eval={"methods": ["llm_ar"]},
+                                 zero_shot={"text_similarity": []}))
     assert texts in targets.all_targets(with_probe)
     assert pipe_inputs(with_probe, "llm_ar_text")["texts"] == texts
 
@@ -324,6 +369,11 @@ def test_a_run_without_encoders_or_text_methods_asks_for_neither():
     ({"knowledge": {"visual": {"enabled": True}}}, "knowledge.visual.enabled needs a vision"),
     ({"datasets": {"synthetic": {"protocols": ["xsub", "unseen99_seed0"]}}},
      "datasets.synthetic.protocols.1: unseen99_seed0 holds out 99 of 19 classes (K: 1..18)"),
+    ({"datasets": {"synthetic": {"protocols": ["synse55_5"]}}},
+     "datasets.synthetic.protocols.0: synse55_5 is a benchmark of ntu60's 60 classes"),
+    ({"datasets": {"ucla": {"format": "nw-ucla", "protocols": ["xset_unseen3_seed0"]}}},
+     "datasets.ucla.protocols.0: xset_unseen3_seed0 is on xset: xset splits by each "
+     "sample's setup, which nw-ucla data"),
     ({"datasets": {"ucla": {"format": "nw-ucla", "protocols": ["xset"]}}},
      "datasets.ucla.protocols.0: xset splits by each sample's setup, which nw-ucla data"),
     ({"datasets": {"ntu": {"format": "ntu-raw", "protocols": ["xsub"]}}},

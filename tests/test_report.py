@@ -79,13 +79,31 @@ def test_summary_collects_everything_under_root_with_the_papers_rows(evals, tmp_
     # the zero-shot seed average: mean ± std over seeds, samples of all seeds
     assert cell(table, "synthetic", "llm_ar", "zeroshot/unseen3 top1") == pytest.approx(40.0)
     assert cell(table, "synthetic", "llm_ar", "zeroshot/unseen3 n") == 60
-    assert markdown_row(md, "synthetic", "llm_ar")[-1] == "40.0 ± 5.0 / 100.0"
+    assert markdown_row(md, "Zero-shot", "llm_ar") == ["40.0 ± 5.0 / 100.0", "–", "–"]
+    assert "llm_ar" not in md.split("## synthetic\n")[1].split("\n## ")[0]  # own section
     # the papers' numbers, labelled, beside the run on the same benchmark
     assert cell(table, "ntu60", "GAP (joint)", "xsub top1", PUBLISHED_SOURCE) == 90.2
     assert cell(table, "ntu120", "LLM-AR", "xset top1", PUBLISHED_SOURCE) == 91.5
     assert markdown_row(md, "ntu60", "gap")[0] == "80.0 / 95.0"
     assert markdown_row(md, "ntu60", f"GAP (joint) — {PUBLISHED_SOURCE}")[:2] == ["90.2", "95.6"]
     assert f"SUGAR — {PUBLISHED_SOURCE}" not in md.split("## synthetic\n")[1].split("\n## ")[0]
+
+
+def test_zero_shot_section_shows_zsl_gzsl_and_the_published_benchmark_rows(evals, tmp_path):
+    gzsl = {"seen": 0.8, "unseen": 0.4, "harmonic": 0.5333,
+            "calibrated": {"seen": 0.7, "unseen": 0.6, "harmonic": 0.6462}}
+    files = [write_metrics(evals / "ntu60/zeroshot/synse55_5/gap_textsim.json", top1=0.5,
+                           top5=0.9, n=[100], gzsl=gzsl)]
+    md, table = run_report(evals, tmp_path, "--papers", files=files)
+    assert markdown_row(md, "Zero-shot", "gap_textsim") == ["50.0 / 90.0", "80.0 / 40.0 / 53.3",
+                                                            "70.0 / 60.0 / 64.6"]
+    assert cell(table, "ntu60", "gap_textsim", "zeroshot/synse55_5 calibrated_h") == \
+        pytest.approx(64.62)
+    synse = f"SynSE (Shift-GCN features) — {PUBLISHED_SOURCE}"
+    assert markdown_row(md, "Zero-shot", synse) == ["75.8", "H 59.0", "–"]
+    assert markdown_row(md, "Zero-shot", f"TDSM (Shift-GCN features) — {PUBLISHED_SOURCE}")[0] \
+        == "86.5"
+    assert "synse48_12" not in md  # only the families this run evaluated
 
 
 def test_an_ensemble_is_a_row_and_its_gain_over_the_best_member_is_reported(evals, tmp_path):

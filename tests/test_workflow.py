@@ -49,8 +49,10 @@ def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
 def workdir(tmp_path_factory, shared, smollm2_dir) -> Path:
     """A copy of the workflow with an overlay pointing at the real NW-UCLA views, run once."""
     work = tiny_nw_ucla(tmp_path_factory.mktemp("workflow"), shared, smollm2_dir,
-                        datasets={"nw_ucla": {"protocols": ["view2", "unseen3_seed0"]}})
-    # LLM-AR through LoRA, closed set and zero-shot (SUGAR's LLM: tests/test_lora.py)
+                        datasets={"nw_ucla": {"protocols": ["view2", "view2_unseen3_seed0"]}})
+    # LLM-AR through LoRA, closed set and zero-shot (SUGAR's LLM: tests/test_lora.py); GAP's
+    # and SUGAR's encoders zero-shot by text similarity, GZSL calibrated on the validation
+    # protocol view2_unseen3_seed0_val
     result = snakemake(work, "all")
     assert result.returncode == 0, result.stderr[-3000:]
     return work
@@ -62,8 +64,12 @@ def test_all_builds_the_data_stage(workdir):
     assert len(table) == 1020 and table["label"].nunique() == 10
     view2 = pd.read_parquet(data / "splits/view2.parquet")
     assert view2["split"].value_counts().to_dict() == {"train": 516, "test": 504}
-    unseen = pd.read_parquet(data / "splits/unseen3_seed0.parquet").merge(table, on="sample_id")
-    assert unseen.groupby("split")["label"].nunique().to_dict() == {"test": 3, "train": 7}
+    unseen = pd.read_parquet(data / "splits/view2_unseen3_seed0.parquet").merge(table,
+                                                                                on="sample_id")
+    assert unseen.groupby("split")["label"].nunique().to_dict() == {"test": 3, "test_seen": 7,
+                                                                    "train": 7}
+    assert unseen.groupby("split")["camera"].unique().map(list).to_dict() == {
+        "test": [2], "test_seen": [2], "train": [1]}  # view 1 trains, view 2 tests
     log = (workdir / "logs/prepare/nw_ucla.log").read_text()
     assert "prepared 1020 samples, rejected 0" in log
     assert (workdir / "results/benchmarks/prepare/nw_ucla.tsv").read_text().startswith("s\t")
@@ -75,7 +81,8 @@ def test_all_builds_knowledge_and_action_sentences(workdir):
     assert descriptions["class_id"].nunique() == 10
     assert set(descriptions["kind"]) == {"part", "synonym", "paragraph"}
     embeddings = pd.read_parquet(knowledge / "text_embeddings.parquet")
-    assert len(embeddings) == len(descriptions) and len(embeddings["embedding"].iloc[0]) == 384
+    assert len(embeddings) == len(descriptions) + 10  # + each class's name
+    assert len(embeddings["embedding"].iloc[0]) == 384
     sentences = pd.read_parquet(workdir / "results/tokens/nw_ucla/view2/action_sentences.parquet")
     assert len(sentences) == 1020 and set(sentences["split"]) == {"train", "test"}
     assert (sentences["n_tokens"] == 8).all()  # window 32 -> W = 32 / 4 tokens
@@ -98,13 +105,25 @@ def test_all_runs_llm_ar_closed_set_zero_shot_and_the_report(workdir):
     eval_dir = workdir / "results/eval/nw_ucla"
     closed = json.loads((eval_dir / "view2/llm_ar/metrics.json").read_text())
     assert closed["n"] == 504 and len(closed["class_names"]) == 10
-    for method in ("llm_ar", "llm_ar_text"):
-        summary = json.loads((eval_dir / f"zeroshot/unseen3/{method}.json").read_text())
-        assert summary["runs"] == 1 and summary["protocols"] == ["unseen3_seed0"]
-    probe = json.loads((eval_dir / "unseen3_seed0/llm_ar_text/metrics.json").read_text())
+    for method in ("llm_ar", "llm_ar_text", "gap_textsim", "sugar_textsim"):
+        summary = json.loads((eval_dir / f"zeroshot/view2_unseen3/{method}.json").read_text())
+        assert summary["runs"] == 1 and summary["protocols"] == ["view2_unseen3_seed0"]
+    probe = json.loads((eval_dir / "view2_unseen3_seed0/llm_ar_text/metrics.json").read_text())
     assert probe["method"] == "text_probe" and len(probe["class_names"]) == 3  # unseen only
+    llm_ar = json.loads((eval_dir / "view2_unseen3_seed0/llm_ar/metrics.json").read_text())
+    assert {"seen", "unseen", "harmonic"} <= set(llm_ar["gzsl"])  # every class, view 2
+    for method in ("gap", "sugar"):
+        zero_shot = json.loads((eval_dir / f"view2_unseen3_seed0/{method}_textsim/metrics.json")
+                               .read_text())
+        assert len(zero_shot["class_names"]) == 3 and zero_shot["class_texts"] == "both"
+        validation = json.loads((eval_dir / f"view2_unseen3_seed0_val/{method}_textsim/"
+                                 "metrics.json").read_text())
+        gamma = validation["gzsl"]["validation_gamma"]  # chosen on the validation protocol
+        assert zero_shot["gzsl"]["calibrated"]["gamma"] == gamma
+        assert "validation_gamma" not in zero_shot["gzsl"]
     report = (workdir / "results/report/summary.md").read_text()
-    assert all(method in report for method in ("ce", "gap", "llm_ar"))
+    assert all(method in report for method in ("ce", "gap", "llm_ar", "gap_textsim"))
+    assert "## Zero-shot" in report
     assert "published (paper, GPU, full data)" in report
 
 
@@ -114,6 +133,9 @@ REPORT = {"report": 1, "all": 1}
 LLM_AR = {"lora": 2, "evaluate": 2}
 PROBE = {"evaluate": 1}  # the zero-shot text probe reads the tokens
 ENCODERS = {"train_encoder": 3, "evaluate": 2, "extract_features": 3, "plot_embedding": 3}
+# GAP's and SUGAR's text similarity: an encoder each on the zero-shot protocol and on its
+# validation protocol, their evaluations and averages
+TEXT_SIMILARITY = {"train_encoder": 4, "evaluate": 4, "zeroshot_summary": 2}
 
 
 def jobs(*parts: dict) -> dict[str, int]:
@@ -130,33 +152,36 @@ def test_rerun_plans_nothing_and_changes_rerun_only_their_stage(workdir):
         return planned_jobs(snakemake(workdir, "-n", "all", change=change))
 
     assert planned_jobs(snakemake(workdir, "-n", "all")) == {}
-    # A split parameter reruns the splits and everything trained on them, not prepare.
+    # A split parameter reruns the splits (view2, the zero-shot protocol and its validation
+    # protocol) and everything trained on them, not prepare.
     assert plan({"datasets": {"nw_ucla": {"val_fraction": 0.1}}}) == jobs(
-        {"split": 2, "train_vqvae": 2, "tokenize": 2}, ENCODERS, LLM_AR, PROBE,
+        {"split": 3, "train_vqvae": 2, "tokenize": 2}, ENCODERS, TEXT_SIMILARITY, LLM_AR, PROBE,
         {"zeroshot_summary": 2, "plot_curves": 4}, REPORT)
-    # A new protocol adds its own chain only.
-    protocols = ["view2", "unseen3_seed0", "unseen2_seed1"]
+    # A new protocol adds its own chain only (no validation protocol: unseen2_seed1 has no
+    # seen test samples).
+    protocols = ["view2", "view2_unseen3_seed0", "unseen2_seed1"]
     assert plan({"datasets": {"nw_ucla": {"protocols": protocols}}}) == jobs(
         {"split": 1, "train_vqvae": 1, "tokenize": 1, "lora": 1, "evaluate": 1}, PROBE,
-        {"zeroshot_summary": 2, "plot_curves": 1}, REPORT)
+        {"train_encoder": 2, "evaluate": 2, "zeroshot_summary": 4, "plot_curves": 1}, REPORT)
     # A prepare parameter reruns prepare and everything after it.
     assert plan({"prepare": {"strict": True}}) == jobs(
-        {"prepare": 1, "split": 2, "describe": 1, "encode_text": 1, "train_vqvae": 2,
-         "tokenize": 2}, ENCODERS, LLM_AR, PROBE, {"zeroshot_summary": 2, "plot_curves": 4},
-        REPORT)
+        {"prepare": 1, "split": 3, "describe": 1, "encode_text": 1, "train_vqvae": 2,
+         "tokenize": 2}, ENCODERS, TEXT_SIMILARITY, LLM_AR, PROBE,
+        {"zeroshot_summary": 2, "plot_curves": 4}, REPORT)
     # A VQ-VAE loss weight reruns the LLM-AR chain, nothing before it and no encoder.
     assert plan({"vqvae": {"train": {"omega2": 0.5}}}) == jobs(
         {"train_vqvae": 2, "tokenize": 2}, LLM_AR, PROBE,
         {"zeroshot_summary": 2, "plot_curves": 3}, REPORT)
     # The text encoder reruns encode-text and what reads text (GAP, SUGAR, the zero-shot text
-    # probe and its seed average); request plumbing reruns nothing.
+    # probe, text similarity and their averages); request plumbing reruns nothing.
     assert plan({"knowledge": {"text_encoder": {"batch_size": 7}, "concurrency": 3}}) == jobs(
         {"encode_text": 1, "train_encoder": 2, "extract_features": 2, "plot_embedding": 2,
-         "plot_curves": 1, "zeroshot_summary": 1}, {"evaluate": 1}, PROBE, REPORT)
-    # A GAP-only key reruns the GAP encoder and what reads it, not CE or SUGAR.
+         "plot_curves": 1, "zeroshot_summary": 1}, {"evaluate": 1}, PROBE, TEXT_SIMILARITY,
+        REPORT)
+    # A GAP-only key reruns the GAP encoders and what reads them, not CE or SUGAR.
     assert plan({"encoders": {"train": {"gap_weight": 0.5}}}) == jobs(
-        {"train_encoder": 1, "evaluate": 1, "extract_features": 1, "plot_embedding": 1,
-         "plot_curves": 1}, REPORT)
+        {"train_encoder": 3, "evaluate": 3, "extract_features": 1, "plot_embedding": 1,
+         "plot_curves": 1, "zeroshot_summary": 1}, REPORT)
     # A LoRA learning rate reruns the LoRA runs and their evaluations, not the text probe.
     assert plan({"lora": {"llm_ar": {"lr": 0.01}}}) == jobs(
         LLM_AR, {"zeroshot_summary": 1, "plot_curves": 1}, REPORT)
@@ -175,8 +200,10 @@ def test_html_report_holds_every_figure_and_lint_is_clean(workdir):
     assert set(added) == {"confusion.png", "token_frequency.png", "summary.md", "summary.csv",
                           "vqvae_curves.png", "encoder_curves.png", "lora_curves.png",
                           "embedding_ce.png", "embedding_gap.png", "embedding_sugar.png"}
-    # ce, gap, llm_ar on view2 and the two zero-shot recognizers; one Zipf plot per protocol
-    assert added.count("confusion.png") == 5 and added.count("token_frequency.png") == 2
+    # ce, gap, llm_ar on view2, the two zero-shot recognizers, and GAP's and SUGAR's text
+    # similarity on the zero-shot protocol and its validation protocol; one Zipf plot per
+    # protocol LLM-AR runs on
+    assert added.count("confusion.png") == 9 and added.count("token_frequency.png") == 2
     assert (workdir / "report.html").stat().st_size > 100_000
     lint = snakemake(workdir, "--lint")
     assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout

@@ -42,7 +42,7 @@ STAGES: list[tuple[str, str, str]] = [
     ("ensemble", "actionlm.eval.ensemble",
      "predictions.parquet of several evaluations -> fused scores, evaluated like a method"),
     ("zeroshot-summary", "actionlm.llm.zeroshot",
-     "metrics.json of each unseen{K}_seed{S} -> mean/std over seeds"),
+     "metrics.json of each protocol of a zero-shot family -> mean/std (ZSL, GZSL)"),
     ("plot-curves", "actionlm.report.curves", "training curves.parquet of runs -> one figure"),
     ("plot-embedding", "actionlm.report.embedding",
      "encoder features.parquet -> 2-D PCA map coloured by class"),

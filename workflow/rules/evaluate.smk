@@ -1,7 +1,8 @@
 # Evaluation on a protocol's test split: an encoder (ce, gap), an LLM recognizer by constrained
-# scoring of every candidate class (llm_ar, sugar; zero-shot on unseen{K}_seed{S} and in cross
-# runs, with the held-out classes listed in the prompt), or the text probe on a recognizer's
-# inputs ({llm_ar,sugar}_text). Zero-shot seeds are averaged per unseen{K}. An ensemble fuses
+# scoring of every candidate class (llm_ar, sugar; zero-shot on the zero-shot protocols and in
+# cross runs, with the held-out classes listed in the prompt), the text probe on a recognizer's
+# inputs ({llm_ar,sugar}_text), or zero-shot by an encoder's language head ({gap,sugar}_textsim).
+# Zero-shot results are averaged per protocol family (seeds, SMIE's splits). An ensemble fuses
 # the class scores of evaluated streams and methods (ensembles, ablation fusion variants).
 
 
@@ -44,7 +45,7 @@ rule zeroshot_summary:
     wildcard_constraints:
         method=paths.METHODS["zeroshot_summary"],
     log:
-        log_of("zeroshot_summary", "dataset", "k", "method"),
+        log_of("zeroshot_summary", "dataset", "family", "method"),
     conda:
         "../../envs/models.yaml"
     shell:

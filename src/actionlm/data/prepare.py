@@ -41,7 +41,6 @@ from actionlm.data.pool import ParentBoundPool
 from actionlm.data.splits import (
     DEFAULT_PROTOCOLS,
     STANDARD_PROTOCOLS,
-    UNSEEN,
     write_embedded_splits,
     write_split,
 )
@@ -53,6 +52,7 @@ from actionlm.data.table import (
     write_classes,
     write_rejected,
 )
+from actionlm.data.zero_shot import zero_shot_protocol
 from actionlm.errors import ActionlmError, InputError
 from actionlm.io import owned_prefix, remove_leftovers
 
@@ -157,12 +157,15 @@ def class_list(fmt: str, dataset: str | None, actions: list[int] | None) -> Clas
 
 
 def protocol_problem(fmt: str, classes: ClassTable, protocol: str) -> str | None:
-    """Why data of ``fmt`` with ``classes`` cannot form ``protocol``, or None: unseen{K} needs
-    K below the class count, a standard protocol the metadata column it splits by (npz and
-    pyskl files carry their own splits: only the file knows)."""
-    if (m := UNSEEN.fullmatch(protocol)) is not None:
-        k, n = int(m.group(1)), len(classes)
-        return None if 0 < k < n else f"{protocol} holds out {k} of {n} classes (K: 1..{n - 1})"
+    """Why data of ``fmt`` with ``classes`` cannot form ``protocol``, or None: a zero-shot
+    protocol needs K below the class count (a benchmark: its dataset's classes) and its base's
+    metadata, a standard protocol the metadata column it splits by (npz and pyskl files carry
+    their own splits: only the file knows)."""
+    if (zero_shot := zero_shot_protocol(protocol)) is not None:
+        if (why := zero_shot.problem(len(classes))) is not None or zero_shot.base is None:
+            return why
+        why = protocol_problem(fmt, classes, zero_shot.base)
+        return None if why is None else f"{protocol} is on {zero_shot.base}: {why}"
     column = STANDARD_PROTOCOLS[protocol][0]
     if column in FORMAT_METADATA.get(fmt, {column}):
         return None
@@ -310,7 +313,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--actions", type=_int_list, default=None,
                    help="NTU action ids (1-based) to keep, relabelled 0..n-1 in this order")
     p.add_argument("--protocols", type=_str_list, default=None,
-                   help="protocols to write (xsub, xview, xset, view3, view2, unseen<K>_seed<S>); "
+                   help="protocols to write (xsub, xview, xset, view3, view2; zero-shot: "
+                   "unseen<K>_seed<S>, <base>_unseen<K>_seed<S>, synse55_5, smie55_5_split1, "
+                   "...); "
                    "default: the input's own splits, else the dataset's standard ones; "
                    "'none' for no split")
     p.add_argument("--val-fraction", type=fraction, default=0.0,

@@ -1,17 +1,17 @@
 """Assign every sample of a skeleton table to train/val/test under one protocol (xsub, xview,
-xset, view3, view2, unseen<K>_seed<S>) -> one split table (sample_id, split; the protocol in
-its schema metadata ``actionlm.protocol``). ``actionlm prepare`` writes DIR/splits/P.parquet.
+xset, view3, view2, or a zero-shot protocol) -> one split table (sample_id, split; the protocol
+in its schema metadata ``actionlm.protocol``). ``actionlm prepare`` writes DIR/splits/P.parquet.
 
 Standard protocols follow the datasets' papers (NTU60: Shahroudy et al. 2016; NTU120: Liu et
-al. 2019; NW-UCLA: Wang et al. 2014). ``unseen{K}_seed{S}`` holds out K classes chosen by a
-seeded draw, as LLM-AR and SUGAR do for zero-shot recognition: seen classes train, unseen
-classes test.
+al. 2019; NW-UCLA: Wang et al. 2014). Zero-shot protocols (actionlm.data.zero_shot:
+``unseen{K}_seed{S}``, ``{base}_unseen{K}_seed{S}``, SynSE's and SMIE's benchmarks) hold classes
+out of training: seen classes train, unseen classes test, and under a base protocol the seen
+classes of its test side form ``test_seen`` (GZSL); metadata ``unseen_labels`` lists them.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from actionlm.cli_args import fraction, non_negative_int
 from actionlm.data.classes import read_class_names
+from actionlm.data.zero_shot import VALIDATION_SHARE, ZeroShotProtocol, zero_shot_protocol
 from actionlm.errors import ActionlmError
 from actionlm.io import read_table, with_metadata, write_parquet
 
@@ -30,7 +31,6 @@ NTU120_XSUB_TRAIN = NTU60_XSUB_TRAIN | frozenset(
     [45, 46, 47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82, 83, 84, 85,
      86, 89, 91, 92, 93, 94, 95, 97, 98, 100, 103]
 )
-UNSEEN = re.compile(r"unseen(\d+)_seed(\d+)")
 
 SPLIT_SCHEMA = pa.schema(
     [pa.field("sample_id", pa.string(), nullable=False),
@@ -62,10 +62,37 @@ DEFAULT_PROTOCOLS = {
 }
 
 
-def unseen_classes(n_classes: int, k: int, seed: int) -> list[int]:
-    if not 0 < k < n_classes:
-        raise ActionlmError(f"protocol unseen{k}: K must be between 1 and {n_classes - 1}")
-    return sorted(np.random.default_rng(seed).choice(n_classes, size=k, replace=False).tolist())
+def standard_sides(meta: pd.DataFrame, protocol: str) -> tuple[pd.Series, pd.Series]:
+    """(train side, test side) masks of a standard protocol over the samples of ``meta``."""
+    column, is_train, is_test = STANDARD_PROTOCOLS[protocol]
+    values = meta[column]
+    if values.isna().all():
+        raise ActionlmError(f"protocol {protocol!r} needs the {column!r} of each sample, "
+                            "which this dataset does not have")
+    return is_train(values).fillna(False), is_test(values).fillna(False)
+
+
+def zero_shot_sides(meta: pd.DataFrame, protocol: ZeroShotProtocol, n_classes: int,
+                    seed: int) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """(train, test, test_seen) masks of a zero-shot protocol (actionlm.data.zero_shot)."""
+    unseen = meta["label"].isin(protocol.unseen_classes(n_classes))
+    if protocol.parent is not None:  # validation: the parent's training samples only
+        parent_train = zero_shot_sides(meta, protocol.parent, n_classes, seed)[0]
+        kept = held_out_share(meta, parent_train & ~unseen, VALIDATION_SHARE, seed)
+        return parent_train & ~unseen & ~kept, parent_train & unseen, kept
+    if protocol.base is None:
+        return ~unseen, unseen, pd.Series(False, index=meta.index)
+    base_train, base_test = standard_sides(meta, protocol.base)
+    return base_train & ~unseen, base_test & unseen, base_test & ~unseen
+
+
+def held_out_share(meta: pd.DataFrame, mask: pd.Series, share: float, seed: int) -> pd.Series:
+    """A seeded ``share`` of each class's samples within ``mask``."""
+    held = pd.Series(False, index=meta.index)
+    rng = np.random.default_rng(seed)
+    for _, idx in meta.index[mask].to_series().groupby(meta.loc[mask, "label"]):
+        held[rng.choice(idx.to_numpy(), size=int(round(share * len(idx))), replace=False)] = True
+    return held
 
 
 def make_split(
@@ -76,29 +103,23 @@ def make_split(
     if not 0 <= val_fraction < 1:
         raise ActionlmError(f"val_fraction {val_fraction}: expected a number in [0, 1)")
     info: dict = {"protocol": protocol}
+    test_seen = pd.Series(False, index=meta.index)
+    zero_shot = zero_shot_protocol(protocol)
     if protocol in STANDARD_PROTOCOLS:
-        column, is_train, is_test = STANDARD_PROTOCOLS[protocol]
-        values = meta[column]
-        if values.isna().all():
-            raise ActionlmError(f"protocol {protocol!r} needs the {column!r} of each sample, "
-                                "which this dataset does not have")
-        train, test = is_train(values).fillna(False), is_test(values).fillna(False)
-    elif (m := UNSEEN.fullmatch(protocol)) is not None:
-        held_out = unseen_classes(n_classes, int(m.group(1)), int(m.group(2)))
-        test = meta["label"].isin(held_out)
-        train = ~test
-        info["unseen_labels"] = held_out
+        train, test = standard_sides(meta, protocol)
+    elif zero_shot is not None:
+        train, test, test_seen = zero_shot_sides(meta, zero_shot, n_classes, seed)
+        info["unseen_labels"] = zero_shot.unseen_classes(n_classes)
     else:
         raise ActionlmError(
-            f"unknown protocol {protocol!r}: expected one of {sorted(STANDARD_PROTOCOLS)} "
-            "or unseen<K>_seed<S>"
+            f"unknown protocol {protocol!r}: expected one of {sorted(STANDARD_PROTOCOLS)}, "
+            "unseen<K>_seed<S>, <base>_unseen<K>_seed<S> or a benchmark (actionlm.data."
+            "zero_shot.BENCHMARKS)"
         )
-    split = pd.Series(np.where(train, "train", np.where(test, "test", "")), index=meta.index)
+    split = pd.Series(np.select([train, test, test_seen], ["train", "test", "test_seen"], ""),
+                      index=meta.index)
     if val_fraction > 0:
-        rng = np.random.default_rng(seed)
-        for _, idx in meta.index[train].to_series().groupby(meta.loc[train, "label"]):
-            n_val = int(round(val_fraction * len(idx)))
-            split[rng.choice(idx.to_numpy(), size=n_val, replace=False)] = "val"
+        split[held_out_share(meta, train, val_fraction, seed)] = "val"
     out = pd.DataFrame({"sample_id": meta["sample_id"], "split": split})
     out = out[out["split"] != ""].reset_index(drop=True)
     counts = out["split"].value_counts()

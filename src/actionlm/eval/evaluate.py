@@ -1,6 +1,9 @@
 """Evaluate a trained recognizer on a test split -> OUT/predictions.parquet, OUT/metrics.json
 (top-1, top-5, mean per-class accuracy, n, confusion matrix) and OUT/confusion.png.
 
+``--method text_similarity``: zero-shot by a GAP or SUGAR encoder's language head (--model),
+ranking the classes by cosine similarity to their texts (--texts, --class-texts;
+actionlm.eval.zero_shot), ZSL on the test split and GZSL with ``test_seen``.
 ``--method ce|gap``: a skeleton encoder (--model: its best.safetensors) on the test split of
 --split over --skeletons, clips centre-cropped as in training, in the encoder's stream (its
 ``modality``: joint, bone, joint_motion, bone_motion; recorded in metrics.json).
@@ -31,11 +34,13 @@ from actionlm.errors import ActionlmError
 from actionlm.eval.llm import METHODS as LLM_METHODS
 from actionlm.eval.llm import add_llm_arguments, evaluate_llm
 from actionlm.eval.metrics import write_evaluation
+from actionlm.eval.zero_shot import CLASS_TEXTS, evaluate_text_similarity
 from actionlm.models.encoder import load_encoder, predict_logits
 
 log = logging.getLogger(__name__)
 
 ENCODER_METHODS = ("ce", "gap")
+TEXT_SIMILARITY = "text_similarity"
 
 
 def evaluate_encoder(model_path: Path, files: SplitFiles, classes: Path, out_dir: Path,
@@ -80,9 +85,11 @@ def add_encoder_run_arguments(p: argparse.ArgumentParser, out_help: str,
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", choices=(*ENCODER_METHODS, *LLM_METHODS), required=True,
+    p.add_argument("--method", choices=(*ENCODER_METHODS, TEXT_SIMILARITY, *LLM_METHODS),
+                   required=True,
                    help="ce, gap: a skeleton encoder; llm_ar, sugar: an LLM recognizer; "
-                   "text_probe: the baseline without an LLM (--inputs projected onto --texts)")
+                   "text_probe: the baseline without an LLM (--inputs projected onto --texts); "
+                   "text_similarity: zero-shot by a GAP/SUGAR encoder's language head")
     p.add_argument("--model", type=Path, default=None,
                    help="the trained model: an encoder's best.safetensors, or a recognizer "
                    "folder or its recognizer.json (none for text_probe)")
@@ -92,11 +99,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_encoder_run_arguments(p, "output folder (evaluates the test split)",
                               split_required=False)
     add_llm_arguments(p.add_argument_group("LLM recognizers"))
+    group = p.add_argument_group("text similarity (zero-shot; --texts as above)")
+    group.add_argument("--class-texts", choices=CLASS_TEXTS, default="both",
+                       help="a class's texts: its name, the descriptions the encoder's head "
+                       "learned from, or both (averaged)")
+    group.add_argument("--calibrate-on", type=Path, default=None,
+                       help="GZSL: the metrics.json of the validation protocol's evaluation "
+                       "(P_val), whose chosen gamma calibrates the seen classes' scores")
 
 
 def run(args: argparse.Namespace) -> None:
     set_threads(args.threads)
-    if args.method not in ENCODER_METHODS:
+    if args.method not in (*ENCODER_METHODS, TEXT_SIMILARITY):
         evaluate_llm(args)
         return
     for option, value, what in (("--model", args.model, "its best.safetensors"),
@@ -104,6 +118,15 @@ def run(args: argparse.Namespace) -> None:
                                 ("--split", args.split, "the split table")):
         if value is None:
             raise ActionlmError(f"--method {args.method} needs {option} ({what})")
+    if args.method == TEXT_SIMILARITY:
+        if args.texts is None:
+            raise ActionlmError("--method text_similarity needs --texts (text_embeddings.parquet)")
+        evaluate_text_similarity(
+            args.model, SplitFiles.from_args(args), args.classes, args.texts, args.out,
+            class_texts=args.class_texts, calibrate_on=args.calibrate_on,
+            interval=args.test_interval, device=select_device(args.device),
+            batch_size=args.batch_size, precision=args.precision)
+        return
     evaluate_encoder(args.model, SplitFiles.from_args(args), args.classes, args.out,
                      select_device(args.device), args.test_interval, args.batch_size,
                      args.precision)

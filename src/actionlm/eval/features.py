@@ -37,7 +37,8 @@ def extract_features(model_path: Path, files: SplitFiles, out: Path,
     """Write the table; return its (samples, steps, width)."""
     autocast_dtype(device, precision)
     model = load_encoder(model_path, device)
-    store = load_sequences(files, ("train", "val", "test"), model.cfg.bodies, model.cfg.modality)
+    store = load_sequences(files, ("train", "val", "test", "test_seen"), model.cfg.bodies,
+                           model.cfg.modality)
     require_same_layout(store.n_joints, LAYOUTS[model.cfg.layout].n_joints, files.skeletons,
                         model_path)
     chunks = []

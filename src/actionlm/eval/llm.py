@@ -47,6 +47,7 @@ from actionlm.data.features import read_features
 from actionlm.device import autocast, autocast_dtype, select_device
 from actionlm.errors import ActionlmError
 from actionlm.eval.metrics import write_evaluation
+from actionlm.eval.zero_shot import class_vectors, gzsl_metrics
 from actionlm.io import parquet_file, read_table, table_metadata
 from actionlm.llm.scoring import (
     NORMALIZATIONS,
@@ -56,7 +57,6 @@ from actionlm.llm.scoring import (
     score_answers,
     tokenize_answers,
 )
-from actionlm.text.encode import load_text_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -85,21 +85,22 @@ class TestInputs:
         return self.tokens[start:stop] if self.tokens is not None else self.features[start:stop]
 
 
-def read_inputs(path: Path, split: str) -> TestInputs:
-    """The ``split`` rows of action_sentences.parquet (LLM-AR) or features.parquet (SUGAR)."""
+def read_inputs(path: Path, *splits: str) -> TestInputs:
+    """The rows of ``splits`` of action_sentences.parquet (LLM-AR) or features.parquet
+    (SUGAR)."""
     if not path.is_file():
         raise ActionlmError(f"{path}: no such inputs table")
     names = parquet_file(path).schema_arrow.names
     if "features" in names:
-        data = read_features(path, (split,))
+        data = read_features(path, splits)
         return TestInputs(data.sample_ids, data.labels.numpy(), data.encoder.get("protocol"),
                           features=data.features)
     if "tokens" not in names:
         raise ActionlmError(f"{path}: neither action sentences (tokens) nor features")
     table = read_table(path, columns=["sample_id", "split", "label", "tokens"])
-    table = table.filter(pc.equal(table["split"], split))
+    table = table.filter(pc.is_in(table["split"], pa.array(splits)))
     if table.num_rows == 0:
-        raise ActionlmError(f"{path}: no rows in split {split!r}")
+        raise ActionlmError(f"{path}: no rows in split {'/'.join(splits)!r}")
     return TestInputs(table["sample_id"].to_pylist(),
                       table["label"].to_numpy().astype(np.int64),
                       table_metadata(table, "protocol"), tokens=table["tokens"].to_pylist(),
@@ -137,26 +138,13 @@ def evaluate_recognizer(args: argparse.Namespace) -> dict:
     if untrained and not args.zero_shot:
         raise ActionlmError(f"{args.model}: never trained on {untrained[:3]} of "
                             f"{args.classes}; evaluate unseen classes with --zero-shot")
-    answers = tokenize_answers(recognizer.tokenizer,
-                               [recognizer.answer_text(c) for c in candidates])
-    listed = candidates if args.zero_shot else None
-    scores, generated = [], []
-    with torch.inference_mode(), autocast(device, args.precision):
-        for start in tqdm(range(0, len(test), args.batch_size), desc="evaluate", unit="batch"):
-            stop = min(start + args.batch_size, len(test))
-            embeds, mask = recognizer.prompt_embeddings(test.rows(start, stop), listed)
-            scores.append(score_answers(recognizer.model, embeds, mask, answers,
-                                        normalize=args.normalize,
-                                        row_names=test.sample_ids[start:stop]).cpu())
-            if args.generate_tokens:
-                if args.zero_shot:  # SUGAR's question: the top five of the listed classes
-                    embeds, mask = recognizer.prompt_embeddings(test.rows(start, stop), listed,
-                                                                ranking=True)
-                generated += generate_answers(recognizer.model, recognizer.tokenizer, embeds,
-                                              mask, args.generate_tokens)
+    scores, generated = score_inputs(recognizer, test, candidates, args, device,
+                                     args.generate_tokens)
     metadata = {"method": args.method, **protocol_of(test), "model": str(args.model),
                 "inputs": str(args.inputs), "zero_shot": args.zero_shot,
                 "normalize": args.normalize}
+    if args.gzsl:
+        metadata["gzsl"] = gzsl_of_recognizer(recognizer, args, chosen, names, device)
     extra = None
     if args.generate_tokens:
         ranked = [match_ranking(text, candidates) if args.zero_shot else
@@ -165,8 +153,47 @@ def evaluate_recognizer(args: argparse.Namespace) -> dict:
                  "generated_ranking": pa.array(ranked, pa.list_(pa.int32()))}
         metadata["generation"] = generation_metrics(ranked, labels, test.sample_ids,
                                                     args.zero_shot, args.generate_tokens)
-    return _write(args, torch.cat(scores).numpy(), labels, test.sample_ids, candidates, extra,
-                  metadata)
+    return _write(args, scores, labels, test.sample_ids, candidates, extra, metadata)
+
+
+def score_inputs(recognizer, data: TestInputs, candidates: list[str], args: argparse.Namespace,
+                 device: torch.device, generate_tokens: int) -> tuple[np.ndarray, list[str]]:
+    """([N, K] scores of every candidate's answer for each sample, the answers generated in
+    up to ``generate_tokens`` tokens); zero-shot prompts list the candidates."""
+    answers = tokenize_answers(recognizer.tokenizer,
+                               [recognizer.answer_text(c) for c in candidates])
+    listed = candidates if args.zero_shot else None
+    scores, generated = [], []
+    with torch.inference_mode(), autocast(device, args.precision):
+        for start in tqdm(range(0, len(data), args.batch_size), desc="evaluate", unit="batch"):
+            stop = min(start + args.batch_size, len(data))
+            embeds, mask = recognizer.prompt_embeddings(data.rows(start, stop), listed)
+            scores.append(score_answers(recognizer.model, embeds, mask, answers,
+                                        normalize=args.normalize,
+                                        row_names=data.sample_ids[start:stop]).cpu())
+            if generate_tokens:
+                if args.zero_shot:  # SUGAR's question: the top five of the listed classes
+                    embeds, mask = recognizer.prompt_embeddings(data.rows(start, stop), listed,
+                                                                ranking=True)
+                generated += generate_answers(recognizer.model, recognizer.tokenizer, embeds,
+                                              mask, generate_tokens)
+    return torch.cat(scores).float().numpy(), generated
+
+
+def gzsl_of_recognizer(recognizer, args: argparse.Namespace, unseen: list[int],
+                       names: list[str], device: torch.device) -> dict:
+    """GZSL (actionlm.eval.zero_shot.gzsl_accuracy): every class listed and scored for the
+    samples of ``test`` and ``test_seen``; uncalibrated (a calibration would need a
+    recognizer trained on the validation protocol)."""
+    if not args.zero_shot:
+        raise ActionlmError("--gzsl is a zero-shot evaluation: add --zero-shot")
+    data = read_inputs(args.inputs, "test", "test_seen")
+    if set(data.labels.tolist()) <= set(unseen):
+        raise ActionlmError(f"{args.inputs}: no test_seen rows (GZSL needs a protocol with a "
+                            "base, e.g. xsub_unseen5_seed0 or synse55_5)")
+    scores, _ = score_inputs(recognizer, data, names, args, device, 0)
+    return gzsl_metrics(scores, data.labels, unseen, protocol_of(data).get("protocol", ""),
+                        None)
 
 
 def generation_metrics(ranked: list[list[int]], labels: np.ndarray, sample_ids: list[str],
@@ -200,21 +227,6 @@ def probe_inputs(data: TestInputs, codes: int | None) -> torch.Tensor:
     return hist
 
 
-def class_text_vectors(path: Path, n_classes: int) -> torch.Tensor:
-    """[K, D]: each class's text vector, the normalised mean of its L2-normalised text
-    embeddings (every kind text_embeddings.parquet holds for it)."""
-    rows, vectors = load_text_embeddings(path)
-    ids = rows["class_id"].to_numpy()
-    vectors = F.normalize(torch.tensor(vectors, dtype=torch.float32), dim=1)
-    missing = sorted(set(range(n_classes)) - set(ids.tolist()))
-    if missing:
-        raise ActionlmError(f"{path}: no text for class(es) {missing[:10]}: describe and "
-                            "encode-text every class of the dataset, unseen ones included")
-    index = torch.tensor(ids, dtype=torch.long)
-    sums = torch.zeros(n_classes, vectors.shape[1]).index_add_(0, index, vectors)
-    return F.normalize(sums, dim=1)
-
-
 def fit_text_projection(x: torch.Tensor, targets: torch.Tensor,
                         ridge: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(mean, std, W): ridge regression of the standardised inputs onto their class's text
@@ -245,7 +257,7 @@ def evaluate_text_probe(args: argparse.Namespace) -> dict:
     if x_test.shape[1] != x_train.shape[1]:
         raise ActionlmError(f"{args.inputs}: inputs of width {x_test.shape[1]}, the training "
                             f"inputs have {x_train.shape[1]}")
-    texts = class_text_vectors(args.texts, len(names))
+    texts = class_vectors(args.texts, len(names))
     mean, std, weight = fit_text_projection(x_train, texts[torch.as_tensor(train.labels)])
     projected = F.normalize((x_test - mean) / std @ weight, dim=1)
     scores = (projected @ texts[chosen].T).numpy()
@@ -278,6 +290,9 @@ def add_llm_arguments(group) -> None:
                        help="also let the recognizer generate its answer (up to N tokens, "
                        "greedy; zero-shot: the top five, as SUGAR asks), read the class off it "
                        "and report generation accuracy beside scoring's; 0: off")
+    group.add_argument("--gzsl", action=argparse.BooleanOptionalAction, default=False,
+                       help="zero-shot: also rank every class for the unseen and the test_seen "
+                       "samples (generalized zero-shot: seen, unseen, harmonic mean)")
     group.add_argument("--llm", type=Path, default=None,
                        help="base LLM folder, if not where recognizer.json says (same model)")
     group.add_argument("--texts", type=Path, default=None,

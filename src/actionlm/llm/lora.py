@@ -13,6 +13,11 @@ iterations: 75k). The LLM runs under --precision (actionlm.device) in the dtype 
 recorded; the trained weights (LoRA, action-token embeddings or projector) are float32 whatever
 that dtype, and the loss is float32.
 
+Zero-shot protocols hold classes out of ``train``: only the train rows are read, the training
+prompt lists no classes, and the answers trained are the train labels', so the weights do not
+depend on a held-out class's samples, name or description (tests/test_zero_shot_leak.py);
+recognizer.json still records every class's answer, for evaluation.
+
 Resumable: OUT/checkpoints/ holds the newest checkpoint (every --checkpoint-every steps and at
 each epoch's end); rerunning the same command continues from it and, on CPU, ends with the same
 weights as an uninterrupted run (the randomness of step s, LoRA dropout, is seeded from

@@ -1,6 +1,8 @@
-"""Average the metrics of one method over the seeds of a zero-shot protocol (unseen{K}_seed{S})
--> one JSON: mean and standard deviation of top-1, top-5 and mean class accuracy, and of the
-evaluation by generation (``generation``: top1, top5, no_class) where every seed has one.
+"""Average the metrics of one method over the protocols of a zero-shot family (the seeds of
+unseen{K}_seed{S}, SMIE's three splits; actionlm.data.zero_shot) -> one JSON: mean and standard
+deviation of top-1, top-5 and mean class accuracy, of the evaluation by generation
+(``generation``: top1, top5, no_class) and of generalized zero-shot (``gzsl``: seen, unseen,
+harmonic; ``gzsl.calibrated`` too) where every protocol has one.
 
 LLM-AR (Sec. 4.4, Table 8) draws the held-out classes 5 times and reports the mean; a single
 draw says little, since some class triples are much easier to tell apart than others.
@@ -18,6 +20,7 @@ from actionlm.errors import ActionlmError
 from actionlm.io import write_json
 
 AVERAGED = ("top1", "top5", "mean_class_accuracy")
+GZSL = ("seen", "unseen", "harmonic")
 
 
 def summarize_seeds(paths: list[Path]) -> dict:
@@ -43,6 +46,11 @@ def summarize_seeds(paths: list[Path]) -> dict:
     if all("generation" in r for r in runs):
         summary["generation"] = mean_std([r["generation"] for r in runs],
                                          ("top1", "top5", "no_class"))
+    if all("gzsl" in r for r in runs):
+        summary["gzsl"] = mean_std([r["gzsl"] for r in runs], GZSL)
+        if all("calibrated" in r["gzsl"] for r in runs):
+            summary["gzsl"]["calibrated"] = mean_std([r["gzsl"]["calibrated"] for r in runs],
+                                                     GZSL)
     return summary
 
 
@@ -57,12 +65,13 @@ def mean_std(runs: list[dict], keys: tuple[str, ...]) -> dict:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("metrics", type=Path, nargs="+", help="metrics.json of each seed")
+    p.add_argument("metrics", type=Path, nargs="+",
+                   help="metrics.json of each protocol of the family (seeds, splits)")
     p.add_argument("--out", type=Path, required=True, help="summary JSON to write")
 
 
 def run(args: argparse.Namespace) -> None:
     summary = summarize_seeds(args.metrics)
     write_json(summary, args.out)
-    print(f"{summary['method']} over {summary['runs']} seeds: top-1 {summary['top1']:.1%} "
+    print(f"{summary['method']} over {summary['runs']} protocols: top-1 {summary['top1']:.1%} "
           f"(std {summary['top1_std']:.1%}), top-5 {summary['top5']:.1%}")

@@ -143,6 +143,13 @@ class SkeletonEncoder(nn.Module):
         pooled = torch.einsum("ncv,pv->npc", joint_features, self.part_pooling)
         return torch.stack([head(pooled[:, i]) for i, head in enumerate(self.part_heads)], 1)
 
+    def language_embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, text_width]: clips in the text encoder's space (zero-shot by text similarity):
+        GAP's global head (the first part term), SUGAR's text head (s of Eq. 3)."""
+        if self.cfg.method == "sugar":
+            return self.text_embedding(self.step_features(x))
+        return self.part_embeddings(self.joint_features(x))[:, 0]
+
     def step_features(self, x: torch.Tensor) -> torch.Tensor:
         """SUGAR: per-step features [N, T / 4, C], averaged over joints and bodies."""
         return self.backbone.features(x).mean(dim=(1, 4)).transpose(1, 2)
@@ -212,10 +219,3 @@ def predict_logits(model: SkeletonEncoder, store: SequenceStore, window: int,
             index = torch.arange(start, min(start + batch_size, len(store)))
             out.append(model(make_clips(store, index, window, interval).to(device)).float().cpu())
     return torch.cat(out)
-
-
-def accuracy(model: SkeletonEncoder, store: SequenceStore, window: int,
-             interval: tuple[float, ...], device: torch.device, precision: str = "auto") -> float:
-    """Top-1 of ``model`` on every sample of ``store``."""
-    logits = predict_logits(model, store, window, interval, device, precision=precision)
-    return (logits.argmax(1) == store.labels).float().mean().item()

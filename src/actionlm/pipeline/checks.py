@@ -9,6 +9,7 @@ from pathlib import Path
 
 from actionlm.config import validate_config
 from actionlm.data.prepare import class_list, protocol_problem
+from actionlm.data.zero_shot import is_zero_shot
 from actionlm.errors import ActionlmError
 from actionlm.pipeline import paths
 from actionlm.pipeline.runs import MAIN, Run, deep_merge, run_settings
@@ -91,6 +92,9 @@ def missing_knowledge(config: dict, kinds: list[str]) -> str | None:
 def knowledge_problems(config: dict) -> list[str]:
     """A SUGAR encoder of `all` that asks for texts no stage makes (its rows would fail late)."""
     methods = {*config["encoders"]["methods"], *config["llm_eval"]["methods"]}
+    if any(is_zero_shot(p) for d in config["run_datasets"]
+           for p in config["datasets"].get(d, {}).get("protocols", [])):
+        methods |= set(config["zero_shot"]["text_similarity"])
     if "sugar" not in methods:
         return []
     problems = []

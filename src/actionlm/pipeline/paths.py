@@ -28,7 +28,7 @@ FEATURES = RUN + "features/{dataset}/{protocol}/{method}/features.parquet"
 RECOGNIZER = RUN + "models/{dataset}/{protocol}/{method}"
 EVAL = RUN + "eval/{dataset}/{protocol}/{method}"
 ENSEMBLE = RUN + "eval/{dataset}/{protocol}/{ensemble}"  # fused scores, evaluated like a method
-ZEROSHOT_SUMMARY = "results/eval/{dataset}/zeroshot/unseen{k}/{method}.json"
+ZEROSHOT_SUMMARY = "results/eval/{dataset}/zeroshot/{family}/{method}.json"  # a family's mean
 REPORT = "results/report/{name}"  # summary, ablations/{table}
 FIGURES = "results/report/{dataset}/{protocol}"
 
@@ -72,7 +72,7 @@ WILDCARDS = {
     "method": r"[a-z_]+",
     "ensemble": r"[a-z0-9_]+",
     "llm": r"[A-Za-z0-9._-]+",
-    "k": r"\d+",
+    "family": r"[a-z0-9_]+",
     "name": r"summary|ablations/[a-z0-9_]+",
     "kind": r"encoder|vqvae|lora",
 }
@@ -80,10 +80,11 @@ WILDCARDS = {
 # The {method} values of each stage that has one (the rule's wildcard constraint).
 ENCODERS, RECOGNIZERS = "ce|gap|sugar", "llm_ar|sugar"
 TEXT_PROBES = "llm_ar_text|sugar_text"
+TEXT_SIMILARITY = "gap_textsim|sugar_textsim"  # zero-shot by an encoder's language head
+ZERO_SHOT = f"{RECOGNIZERS}|{TEXT_PROBES}|{TEXT_SIMILARITY}"
 METHODS = {
     "train_encoder": ENCODERS, "extract_features": ENCODERS, "plot_embedding": ENCODERS,
-    "lora": RECOGNIZERS, "evaluate": f"ce|gap|{RECOGNIZERS}|{TEXT_PROBES}",
-    "zeroshot_summary": f"{RECOGNIZERS}|{TEXT_PROBES}",
+    "lora": RECOGNIZERS, "evaluate": f"ce|gap|{ZERO_SHOT}", "zeroshot_summary": ZERO_SHOT,
 }
 
 
@@ -111,7 +112,7 @@ def benchmark(stage: str, keys: tuple[str, ...]) -> str:
 
 _RESULT = re.compile(
     r"(?:.*?/)??(?:results/(?P<run>" + WILDCARDS["run"] + r"))?eval/(?P<dataset>[^/]+)/"
-    r"(?:(?P<protocol>[^/]+)/(?P<method>[^/]+)/metrics|zeroshot/(?P<unseen>unseen\d+)/"
+    r"(?:(?P<protocol>[^/]+)/(?P<method>[^/]+)/metrics|zeroshot/(?P<family>[^/]+)/"
     r"(?P<average>[^/]+))\.json")
 _CROSS = re.compile(r"cross/(?P<source>[^/]+)/(?P<protocol>[^/]+)/")
 _STREAM = re.compile(r"streams/(?P<modality>[^/]+)/")
@@ -131,8 +132,8 @@ def result_key(path: str) -> dict[str, str] | None:
     found = _RESULT.fullmatch(str(path))
     if found is None:
         return None
-    if found["unseen"]:
-        return {"dataset": found["dataset"], "protocol": f"zeroshot/{found['unseen']}",
+    if found["family"]:
+        return {"dataset": found["dataset"], "protocol": f"zeroshot/{found['family']}",
                 "method": found["average"]}
     key = {"dataset": found["dataset"], "protocol": found["protocol"], "method": found["method"]}
     stream = _STREAM.fullmatch(found["run"] or "")

@@ -20,7 +20,7 @@ softmax-normalised first when the members are different methods (``normalize: au
 from __future__ import annotations
 
 from actionlm.data.skeleton_layouts import STREAM_WEIGHTS
-from actionlm.data.splits import UNSEEN
+from actionlm.data.zero_shot import VALIDATION, has_seen_test, is_zero_shot
 from actionlm.errors import ActionlmError
 from actionlm.pipeline import paths
 from actionlm.pipeline.flags import cli_flags
@@ -28,6 +28,7 @@ from actionlm.pipeline.runs import MAIN, Run, deep_merge, make_runs, run_setting
 
 CLASSIFIERS = ("ce", "gap")  # encoders evaluated by their own classifier head
 TEXT = "_text"  # evaluate's {method} of a text probe on a recognizer's inputs: llm_ar_text
+TEXT_SIMILARITY = "_textsim"  # evaluate's {method} of zero-shot by text similarity: gap_textsim
 # keys of encoders.network / encoders.train that only one method reads (others never see them)
 TEXT_TUNING_KEYS = {"text_tuning", "text_lr", "text_optimizer"}
 ENCODER_METHOD_KEYS = {
@@ -92,14 +93,19 @@ def test_interval(cfg: dict, method: str) -> float:
     return encoder_options(cfg, method)["test_interval"][0]
 
 
-def evaluate_options(cfg: dict, method: str, zero_shot: bool) -> dict:
+def evaluate_options(cfg: dict, method: str, zero_shot: bool, gzsl: bool = False) -> dict:
+    """evaluate's options for ``method`` (``gzsl``: the protocol has a test_seen side)."""
     if method in CLASSIFIERS:
         return {"method": method, "test_interval": test_interval(cfg, method)}
+    if method.endswith(TEXT_SIMILARITY):
+        return {"method": "text_similarity", "class_texts": cfg["zero_shot"]["class_texts"],
+                "test_interval": test_interval(cfg, method.removesuffix(TEXT_SIMILARITY))}
     if method.endswith(TEXT):
         return {"method": "text_probe", "zero_shot": zero_shot}
     ev = cfg["llm_eval"]
     return {"method": method, "zero_shot": zero_shot, "normalize": ev["normalize"],
-            "generate_tokens": ev["generate_tokens"]}
+            "generate_tokens": ev["generate_tokens"],
+            "gzsl": gzsl and cfg["zero_shot"]["gzsl"]}
 
 
 def signature(stage: str, cfg: dict, method: str | None) -> tuple:
@@ -118,8 +124,9 @@ def signature(stage: str, cfg: dict, method: str | None) -> tuple:
         return (signature(upstream, cfg, method), lora_options(cfg, method),
                 cfg["lora"][method].get("descriptions"))
     if stage == "evaluate":
-        base = method.removesuffix(TEXT)
-        upstream = ("train_encoder" if method in CLASSIFIERS else
+        base = method.removesuffix(TEXT_SIMILARITY).removesuffix(TEXT)
+        upstream = ("train_encoder" if method in CLASSIFIERS or method.endswith(TEXT_SIMILARITY)
+                    else
                     "lora" if base == method else
                     "tokenize" if base == "llm_ar" else "extract_features")
         return signature(upstream, cfg, base), evaluate_options(cfg, method, False)
@@ -197,7 +204,7 @@ class Pipeline:
         return paths.output("prepare_llm", "llm", llm=self.config["llm"]["name"])
 
     def zero_shot(self, wc: dict) -> bool:
-        return bool(UNSEEN.fullmatch(wc["protocol"])) or self.run(wc["run"]).source is not None
+        return is_zero_shot(wc["protocol"]) or self.run(wc["run"]).source is not None
 
     # ------------------------------------------------------------------ inputs
 
@@ -294,6 +301,8 @@ class Pipeline:
         if method in CLASSIFIERS:
             return {**self.split(wc), **classes,
                     "model": self.upstream("train_encoder", "best", wc, method)}
+        if method.endswith(TEXT_SIMILARITY):
+            return self._text_similarity_inputs(wc)
         base = method.removesuffix(TEXT)
         table = (self.upstream("tokenize", "sentences", wc) if base == "llm_ar" else
                  self.upstream("extract_features", "features", wc, "sugar"))
@@ -303,6 +312,21 @@ class Pipeline:
         return {**classes, "inputs": table, "llm": self.llm(),
                 "model": self.upstream("lora", "spec", wc, method),
                 "adapter": self.upstream("lora", "adapter", wc, method)}
+
+    def _text_similarity_inputs(self, wc: dict) -> dict:
+        """The encoder, the test clips and the class texts; on a protocol with a test_seen
+        side, its validation protocol's evaluation (GZSL calibration) when zero_shot.calibrate
+        asks for it."""
+        method, protocol = wc["method"], wc["protocol"]
+        inputs = {**self.split(wc), **self.data(wc["dataset"], "classes"),
+                  "model": self.upstream("train_encoder", "best", wc,
+                                         method.removesuffix(TEXT_SIMILARITY)),
+                  "texts": paths.output("encode_text", "embeddings", dataset=wc["dataset"])}
+        if (self.job_settings(wc)["zero_shot"]["calibrate"] and has_seen_test(protocol)
+                and not protocol.endswith(VALIDATION)):
+            inputs["calibrate_on"] = paths.output("evaluate", "metrics", **{
+                **wc, "protocol": protocol + VALIDATION})
+        return inputs
 
     # ------------------------------------------------------------------ flags (params)
 
@@ -367,7 +391,8 @@ class Pipeline:
         return {"method": wc["method"], **lora_options(self.job_settings(wc), wc["method"])}
 
     def _evaluate_options(self, wc: dict) -> dict:
-        return evaluate_options(self.job_settings(wc), wc["method"], self.zero_shot(wc))
+        return evaluate_options(self.job_settings(wc), wc["method"], self.zero_shot(wc),
+                                has_seen_test(wc["protocol"]))
 
     def _ensemble_options(self, wc: dict) -> dict:
         """Members' names, weights (default: each stream's STREAM_WEIGHTS) and normalisation
@@ -386,7 +411,7 @@ class Pipeline:
 
     def inference_batch(self, wc: dict) -> int:
         """Samples per pass of an evaluation (memory and speed only: a resource)."""
-        if wc["method"] in CLASSIFIERS or wc["method"].endswith(TEXT):
+        if wc["method"] in CLASSIFIERS or wc["method"].endswith((TEXT, TEXT_SIMILARITY)):
             return self.config["encoders"]["inference_batch_size"]
         return self.config["llm_eval"]["batch_size"]
 

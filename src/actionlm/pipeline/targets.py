@@ -3,15 +3,16 @@
 ``all`` builds, per dataset of ``run_datasets``: the data and splits, the text embeddings,
 each encoder's evaluation and features on the encoder protocols, each LLM recognizer's
 closed-set evaluation there (both on every stream the method lists: actionlm.pipeline.stages
-``modalities``) and its zero-shot seed averages on every unseen{K}_seed{S} (with the text
-probe), each ensemble of methods it evaluates on the closed-set protocols, the cross-dataset
-evaluations, and the report. An ablation table asks for each variant's evaluation (or
+``modalities``), the zero-shot averages per protocol family (actionlm.data.zero_shot) of each
+recognizer, its text probe and each text-similarity encoder (zero_shot.text_similarity), each
+ensemble of methods it evaluates on the closed-set protocols, the cross-dataset evaluations,
+and the report. An ablation table asks for each variant's evaluation (or
 fusion), resolved to the main run's or a stream's where the variant changes nothing.
 """
 
 from __future__ import annotations
 
-from actionlm.data.splits import UNSEEN
+from actionlm.data.zero_shot import family_of, is_zero_shot
 from actionlm.pipeline import paths
 from actionlm.pipeline.checks import missing_knowledge
 from actionlm.pipeline.flags import cli_flags
@@ -19,6 +20,7 @@ from actionlm.pipeline.runs import MAIN, Run, ablation_name, cross_name
 from actionlm.pipeline.stages import (
     CLASSIFIERS,
     TEXT,
+    TEXT_SIMILARITY,
     Pipeline,
     encoder_options,
     member_parts,
@@ -34,24 +36,22 @@ def metrics(run: str, dataset: str, protocol: str, method: str) -> str:
 
 
 def encoder_protocols(pipe: Pipeline, dataset: str) -> list[str]:
-    """The dataset's protocols that encoders and closed-set recognizers run on."""
+    """The dataset's closed-set protocols that encoders and recognizers are evaluated on."""
     chosen, protocols = pipe.config["encoders"]["protocols"], pipe.dataset(dataset)["protocols"]
-    return protocols if chosen is None else [p for p in chosen if p in protocols]
+    return [p for p in (protocols if chosen is None else chosen)
+            if p in protocols and not is_zero_shot(p)]
 
 
-def unseen_protocols(pipe: Pipeline, dataset: str, k: str | None = None) -> list[str]:
+def zero_shot_protocols(pipe: Pipeline, dataset: str, family: str | None = None) -> list[str]:
+    """The dataset's zero-shot protocols (of one family: seeds, SMIE's splits)."""
     return [p for p in pipe.dataset(dataset)["protocols"]
-            if (m := UNSEEN.fullmatch(p)) and k in (None, m.group(1))]
+            if is_zero_shot(p) and family in (None, family_of(p))]
 
 
 def stream_runs(pipe: Pipeline, dataset: str, method: str) -> list[str]:
     """The runs that evaluate ``method`` on each of its streams (the main run's is "")."""
     return list(dict.fromkeys(pipe.stream_run(method, m, dataset)
                               for m in modalities(pipe.settings(MAIN, dataset), method)))
-
-
-def closed_protocols(pipe: Pipeline, dataset: str) -> list[str]:
-    return [p for p in encoder_protocols(pipe, dataset) if not UNSEEN.fullmatch(p)]
 
 
 def fused_ensembles(pipe: Pipeline) -> list[str]:
@@ -69,26 +69,32 @@ def eval_targets(pipe: Pipeline, dataset: str) -> list[str]:
     ensemble, and each zero-shot average."""
     methods = [m for m in pipe.config["encoders"]["methods"] if m in CLASSIFIERS]
     llm = pipe.config["llm_eval"]
-    closed = closed_protocols(pipe, dataset)
+    closed = encoder_protocols(pipe, dataset)
     targets = [metrics(run, dataset, p, m) for m in methods for run in stream_runs(pipe, dataset, m)
-               for p in encoder_protocols(pipe, dataset)]
+               for p in closed]
     targets += [metrics(run, dataset, p, m) for m in llm["methods"]
                 for run in stream_runs(pipe, dataset, m) for p in closed]
     targets += [paths.output("ensemble", "metrics", run=MAIN, dataset=dataset, protocol=p,
                              ensemble=name)
                 for name in fused_ensembles(pipe) for p in closed]
-    ks = sorted({UNSEEN.fullmatch(p).group(1) for p in unseen_protocols(pipe, dataset)}, key=int)
-    zero_shot = llm["methods"] + ([m + TEXT for m in llm["methods"]] if llm["text_probe"]
-                                  else [])
-    targets += [paths.output("zeroshot_summary", "summary", dataset=dataset, k=k, method=m)
-                for k in ks for m in zero_shot]
+    families = dict.fromkeys(family_of(p) for p in zero_shot_protocols(pipe, dataset))
+    targets += [paths.output("zeroshot_summary", "summary", dataset=dataset, family=f, method=m)
+                for f in families for m in zero_shot_methods(pipe)]
     return targets
 
 
+def zero_shot_methods(pipe: Pipeline) -> list[str]:
+    """The evaluations of every zero-shot protocol: the recognizers, their text probes (with
+    llm_eval.text_probe) and the text-similarity encoders."""
+    llm = pipe.config["llm_eval"]
+    return (llm["methods"] + ([m + TEXT for m in llm["methods"]] if llm["text_probe"] else []) +
+            [m + TEXT_SIMILARITY for m in pipe.config["zero_shot"]["text_similarity"]])
+
+
 def seed_metrics(pipe: Pipeline, wc: dict) -> list[str]:
-    """metrics.json of every configured seed of unseen{k} (zeroshot_summary's inputs)."""
+    """metrics.json of every protocol of a zero-shot family (zeroshot_summary's inputs)."""
     return [metrics(MAIN, wc["dataset"], p, wc["method"])
-            for p in unseen_protocols(pipe, wc["dataset"], wc["k"])]
+            for p in zero_shot_protocols(pipe, wc["dataset"], wc["family"])]
 
 
 def cross_targets(pipe: Pipeline) -> list[str]:
@@ -111,8 +117,8 @@ def report_figures(pipe: Pipeline) -> list[str]:
     for dataset in config["run_datasets"]:
         protocols = encoder_protocols(pipe, dataset)
         vqvae = [p for p in pipe.dataset(dataset)["protocols"]
-                 if "llm_ar" in llm_methods and (p in protocols or UNSEEN.fullmatch(p))]
-        lora = [p for p in protocols if llm_methods and not UNSEEN.fullmatch(p)]
+                 if "llm_ar" in llm_methods and (p in protocols or is_zero_shot(p))]
+        lora = [p for p in protocols if llm_methods]
         figures += [figure("plot_curves", dataset, p, kind="vqvae") for p in vqvae]
         for protocol in protocols if config["encoders"]["methods"] else ():
             figures.append(figure("plot_curves", dataset, protocol, kind="encoder"))
@@ -128,12 +134,13 @@ def figure(stage: str, dataset: str, protocol: str, **wildcards: str) -> str:
 
 def uses_texts(pipe: Pipeline) -> bool:
     """Whether a job `all` runs reads the text embeddings: GAP's and SUGAR's encoders do, and
-    the zero-shot text probe; CE and LLM-AR alone, without it, never ask for descriptions."""
+    the zero-shot text probes and text similarity; CE and LLM-AR alone, without them, never ask
+    for descriptions."""
     llm = pipe.config["llm_eval"]
     methods = {*pipe.config["encoders"]["methods"], *llm["methods"]}
-    probe = llm["text_probe"] and llm["methods"] and any(
-        unseen_protocols(pipe, d) for d in pipe.config["run_datasets"])
-    return bool(methods - {"ce", "llm_ar"} or probe)
+    zero_shot = any(zero_shot_protocols(pipe, d) for d in pipe.config["run_datasets"])
+    return bool(methods - {"ce", "llm_ar"} or
+                zero_shot and {*zero_shot_methods(pipe)} - {*llm["methods"]})
 
 
 def all_targets(pipe: Pipeline) -> list[str]:

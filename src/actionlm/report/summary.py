@@ -3,8 +3,10 @@ OUT.csv: one table per dataset, rows = methods (or ablation variants), columns =
 cells = top-1 / top-5 % on the test split.
 
 Inputs: the ``metrics.json`` of ``actionlm evaluate`` (.../eval/{dataset}/{protocol}/{method}/
-metrics.json) and zero-shot seed averages of ``actionlm zeroshot-summary``
-(.../eval/{dataset}/zeroshot/unseen{K}/{method}.json, shown as mean ± std over the seeds); the
+metrics.json) and zero-shot family averages of ``actionlm zeroshot-summary``
+(.../eval/{dataset}/zeroshot/{family}/{method}.json, shown as mean ± std over the seeds or
+splits, in the section "Zero-shot" with generalized zero-shot's seen / unseen / harmonic mean,
+uncalibrated and calibrated, beside the field's published results on the benchmarks); the
 dataset, protocol and method are read from the path (a cross-dataset run's results form the
 ``cross`` table), the row name is the method or the file's ``--row-labels`` entry (ablation
 variants). ``--all`` adds every result below ``--root``. ``--papers`` adds the papers'
@@ -17,7 +19,8 @@ recognizer also evaluated by generation (``evaluate --generate-tokens``) has a s
 
 summary.csv: dataset, method, source (this run / published ...), then per protocol
 ``{protocol} top1``, ``{protocol} top5``, ``{protocol} n`` (percent; n = test samples), and
-``published top1`` when given.
+``published top1`` when given; zero-shot columns also ``{protocol} gzsl_h`` and
+``{protocol} calibrated_h`` (GZSL harmonic means, percent).
 """
 
 from __future__ import annotations
@@ -33,12 +36,16 @@ import pandas as pd
 from actionlm.errors import ActionlmError
 from actionlm.io import atomic_path
 from actionlm.pipeline.paths import result_key
-from actionlm.report.published import PUBLISHED, PUBLISHED_SOURCE
+from actionlm.report.published import PUBLISHED, PUBLISHED_SOURCE, ZERO_SHOT
 
 log = logging.getLogger(__name__)
 
 THIS_RUN = "this run"
 MISSING = "–"
+ZERO_SHOT_PREFIX = "zeroshot/"
+GZSL_COLUMNS = [f"{kind}_{m}" for kind in ("gzsl", "calibrated") for m in ("s", "u", "h")]
+COLUMNS = ["dataset", "protocol", "method", "source", "top1", "top5", "top1_std", "n", "members",
+           "best_member", *GZSL_COLUMNS]
 
 
 def read_result(path: Path, label: str | None = None) -> list[dict]:
@@ -49,7 +56,7 @@ def read_result(path: Path, label: str | None = None) -> list[dict]:
     key = result_key(str(path))
     if key is None:
         raise ActionlmError(f"{path}: not an evaluation's result (expected .../eval/DATASET/"
-                            "PROTOCOL/METHOD/metrics.json or .../eval/DATASET/zeroshot/unseenK/"
+                            "PROTOCOL/METHOD/metrics.json or .../eval/DATASET/zeroshot/FAMILY/"
                             "METHOD.json)")
     try:
         metrics = json.loads(path.read_text())
@@ -63,7 +70,7 @@ def read_result(path: Path, label: str | None = None) -> list[dict]:
     rows = [{**key, **percents(metrics), "method": name, "source": THIS_RUN, "n": n,
              "members": members_cell(metrics),
              "best_member": 100 * max(metrics["member_top1"]) if "member_top1" in metrics
-             else None}]
+             else None, **gzsl_percents(metrics.get("gzsl"))}]
     if isinstance(metrics.get("generation"), dict):
         rows.append({**key, **percents(metrics["generation"]), "method": f"{name} (generation)",
                      "source": THIS_RUN, "n": n, "members": None, "best_member": None})
@@ -76,6 +83,16 @@ def percents(metrics: dict) -> dict:
             for k in ("top1", "top5", "top1_std")}
 
 
+def gzsl_percents(gzsl: dict | None) -> dict:
+    """The GZSL seen / unseen / harmonic (and calibrated) columns in percent."""
+    out = dict.fromkeys(GZSL_COLUMNS)
+    for kind, values in (("gzsl", gzsl), ("calibrated", (gzsl or {}).get("calibrated"))):
+        for short, key in (("s", "seen"), ("u", "unseen"), ("h", "harmonic")):
+            if values:
+                out[f"{kind}_{short}"] = 100.0 * float(values[key])
+    return out
+
+
 def members_cell(metrics: dict) -> str | None:
     """An ensemble's members with their top-1 ("gap 79.6, sugar 76.8"); None otherwise."""
     if "member_top1" not in metrics:
@@ -85,9 +102,9 @@ def members_cell(metrics: dict) -> str | None:
 
 
 def find_results(root: Path) -> list[Path]:
-    """Every evaluation below ``root``: metrics.json files and zero-shot seed averages."""
+    """Every evaluation below ``root``: metrics.json files and zero-shot family averages."""
     found = sorted(p for p in root.glob("**/metrics.json") if result_key(str(p)))
-    return found + sorted(p for p in root.glob("**/zeroshot/unseen*/*.json") if result_key(str(p)))
+    return found + sorted(p for p in root.glob("**/zeroshot/*/*.json") if result_key(str(p)))
 
 
 def collect_results(paths: list[Path], labels: list[str] | None = None) -> pd.DataFrame:
@@ -96,16 +113,15 @@ def collect_results(paths: list[Path], labels: list[str] | None = None) -> pd.Da
         raise ActionlmError(f"--row-labels: {len(labels)} labels for {len(paths)} results")
     rows = [row for i, p in enumerate(paths)
             for row in read_result(Path(p), labels[i] if labels else None)]
-    return pd.DataFrame(rows, columns=["dataset", "protocol", "method", "source", "top1", "top5",
-                                       "top1_std", "n", "members", "best_member"])
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def published_results() -> pd.DataFrame:
-    """The papers' numbers as result rows."""
+    """The papers' numbers and the zero-shot benchmarks' published results as result rows."""
     return pd.DataFrame([{"dataset": r.dataset, "protocol": r.protocol, "method": r.method,
                           "source": PUBLISHED_SOURCE, "top1": r.top1, "top5": r.top5,
-                          "top1_std": None, "n": None, "members": None, "best_member": None}
-                         for r in PUBLISHED])
+                          "gzsl_h": r.harmonic} for r in (*PUBLISHED, *ZERO_SHOT)],
+                        columns=COLUMNS)
 
 
 def wide_table(results: pd.DataFrame, published: dict[str, float] | None = None) -> pd.DataFrame:
@@ -116,7 +132,10 @@ def wide_table(results: pd.DataFrame, published: dict[str, float] | None = None)
     table = results.drop_duplicates(keys)[keys].reset_index(drop=True)
     for protocol in protocols:
         cells = results[results["protocol"] == protocol].drop_duplicates(keys, keep="last")
-        cells = cells.set_index(keys)[["top1", "top5", "n"]]
+        columns = ["top1", "top5", "n"]
+        if protocol.startswith(ZERO_SHOT_PREFIX):
+            columns += ["gzsl_h", "calibrated_h"]
+        cells = cells.set_index(keys)[columns]
         cells.columns = [f"{protocol} {c}" for c in cells.columns]
         table = table.join(cells, on=keys)
     if published is not None:
@@ -141,8 +160,10 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 def dataset_table(results: pd.DataFrame, dataset: str, row_name: str,
                   published: dict[str, float] | None = None, published_label: str = "") -> str:
-    """One dataset's methods x protocols table; published rows are labelled as such."""
-    part = results[results["dataset"] == dataset]
+    """One dataset's methods x closed-set protocols table (zero-shot: its own section);
+    published rows are labelled as such."""
+    part = results[(results["dataset"] == dataset) &
+                   ~results["protocol"].str.startswith(ZERO_SHOT_PREFIX)]
     protocols = list(dict.fromkeys(part["protocol"]))
     header = [row_name, *[f"{p} (top-1 / top-5 %)" for p in protocols]]
     if published is not None:
@@ -157,6 +178,42 @@ def dataset_table(results: pd.DataFrame, dataset: str, row_name: str,
             row.append(MISSING if value is None else f"{value:.1f}")
         rows.append(row)
     return markdown_table(header, rows) + "\n"
+
+
+def _triple(row: pd.Series | None, kind: str) -> str:
+    if row is None or pd.isna(row[f"{kind}_h"]):
+        return MISSING
+    if pd.isna(row[f"{kind}_s"]):
+        return f"H {row[f'{kind}_h']:.1f}"
+    return " / ".join(f"{row[f'{kind}_{m}']:.1f}" for m in ("s", "u", "h"))
+
+
+def zero_shot_section(results: pd.DataFrame) -> list[str]:
+    """Per dataset: each method's ZSL top-1 / top-5 and GZSL seen / unseen / H (uncalibrated,
+    calibrated) on each zero-shot family, the published results of the benchmarks beside."""
+    zero = results[results["protocol"].str.startswith(ZERO_SHOT_PREFIX)]
+    if zero[zero["source"] == THIS_RUN].empty:
+        return []
+    parts = ["## Zero-shot\n",
+             "Per protocol family (mean over its seeds or splits): ZSL top-1 / top-5 % among the "
+             "unseen classes; GZSL seen / unseen / harmonic mean % with every class a candidate, "
+             "uncalibrated and calibrated (gamma chosen on the validation protocol). Published "
+             "rows: other feature extractors, not a strict comparison.\n"]
+    for dataset in dict.fromkeys(zero.loc[zero["source"] == THIS_RUN, "dataset"]):
+        part = zero[zero["dataset"] == dataset]
+        families = list(dict.fromkeys(part.loc[part["source"] == THIS_RUN, "protocol"]))
+        part = part[part["protocol"].isin(families)]
+        header = ["method"] + [f"{f.removeprefix(ZERO_SHOT_PREFIX)} {what}" for f in families
+                               for what in ("ZSL", "GZSL S / U / H", "calibrated")]
+        rows = []
+        for (method, source), group in part.groupby(["method", "source"], sort=False):
+            by_family = {r["protocol"]: r for _, r in group.iterrows()}
+            label = method if source == THIS_RUN else f"{method} — {source}"
+            rows.append([label] + [cell for f in families for cell in (
+                _cell(by_family.get(f)), _triple(by_family.get(f), "gzsl"),
+                _triple(by_family.get(f), "calibrated"))])
+        parts += [f"### {dataset}\n", markdown_table(header, rows) + "\n"]
+    return parts
 
 
 def ensembles_section(results: pd.DataFrame) -> list[str]:
@@ -191,6 +248,7 @@ def summary_markdown(results: pd.DataFrame, title: str, row_name: str = "method"
         combined = pd.concat([results, papers[papers["dataset"] == dataset]], ignore_index=True)
         parts += [f"## {dataset}\n",
                   dataset_table(combined, dataset, row_name, published, published_label)]
+    parts += zero_shot_section(pd.concat([results, papers], ignore_index=True))
     parts += ensembles_section(results)
     if refused:
         parts.append("## Not run\n\n" + "".join(
@@ -198,8 +256,9 @@ def summary_markdown(results: pd.DataFrame, title: str, row_name: str = "method"
     if not papers.empty:
         parts.append(f"## Papers: {PUBLISHED_SOURCE}\n\nTop-1 (/ top-5) %, joint modality; not "
                      "comparable with a small CPU run.\n")
-        for dataset in dict.fromkeys(papers["dataset"]):
-            parts += [f"### {dataset}\n", dataset_table(papers, dataset, "method")]
+        closed = papers[~papers["protocol"].str.startswith(ZERO_SHOT_PREFIX)]
+        for dataset in dict.fromkeys(closed["dataset"]):
+            parts += [f"### {dataset}\n", dataset_table(closed, dataset, "method")]
     if figures:
         parts.append("## Figures\n")
         parts += [f"![{Path(f).stem}]({os.path.relpath(f, out_dir)})\n" for f in figures]

@@ -1,6 +1,9 @@
 """Embed every class description (descriptions.parquet, visual.parquet, ...) with a text
 encoder -> text_embeddings.parquet: class_id, kind, part, text, encoder, embedding.
 
+Each class's name (the tables' ``class_name``) is embedded too, as one row of kind ``name``:
+what zero-shot by text similarity compares skeletons with when asked for names.
+
 Embeddings are L2-normalised float32 (GAP and SUGAR compare them by cosine similarity).
 Identical texts are embedded once. The table's metadata records the encoder, its width and the
 SHA-256 of every input table; an open_clip model built with ``--pretrained none`` says
@@ -22,7 +25,7 @@ import pyarrow.compute as pc
 
 from actionlm.cli_args import non_negative_int, positive_int
 from actionlm.errors import ActionlmError, InputError
-from actionlm.io import read_table, table_metadata, with_metadata, write_parquet
+from actionlm.io import parquet_file, read_table, table_metadata, with_metadata, write_parquet
 from actionlm.text import BACKENDS, DEFAULT_CLIP_PRETRAINED, DEFAULT_MODELS
 
 log = logging.getLogger(__name__)
@@ -64,6 +67,21 @@ def read_descriptions(path: str | os.PathLike) -> pa.Table:
     return table
 
 
+def name_rows(paths: list[str | os.PathLike]) -> pa.Table:
+    """One ``name`` row per class of the tables that name their classes (class_name)."""
+    names: dict[int, str] = {}
+    for path in paths:
+        if "class_name" not in parquet_file(path).schema_arrow.names:
+            continue
+        table = read_table(path, columns=["class_id", "class_name"])
+        names.update(zip(table["class_id"].to_pylist(), table["class_name"].to_pylist()))
+    ids = sorted(names)
+    return pa.table({"class_id": pa.array(ids, pa.int32()),
+                     "kind": pa.array(["name"] * len(ids), pa.string()),
+                     "part": pa.nulls(len(ids), pa.string()),
+                     "text": pa.array([names[i] for i in ids], pa.string())})
+
+
 def encode_tables(
     paths: list[str | os.PathLike],
     out: str | os.PathLike,
@@ -80,9 +98,9 @@ def encode_tables(
     if batch_size < 1:
         raise ActionlmError(f"batch size must be >= 1, got {batch_size}")
     tables = [read_descriptions(path) for path in paths]
-    rows = pa.concat_tables(tables)
-    if rows.num_rows == 0:
+    if sum(t.num_rows for t in tables) == 0:
         raise ActionlmError(f"no descriptions in {', '.join(map(str, paths))}")
+    rows = pa.concat_tables([*tables, name_rows(paths)])
     torch_device = select_device(device)
     encoder = build_text_encoder(backend, model, pretrained, torch_device, seed)
     texts = rows["text"].to_pylist()

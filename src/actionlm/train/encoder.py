@@ -17,6 +17,14 @@ with the best top-1 on the split table's ``val`` split (split with --val-fractio
 val split it is the last epoch (the test split is never looked at). A NaN/inf loss stops the
 run with the last good checkpoint kept.
 
+Zero-shot protocols (unseen{K}_seed{S}) put the held-out classes in ``test`` only, so they
+never reach training: the samples read are the ``train`` and ``val`` splits', the texts drawn
+are those of the batch's labels, and SUGAR's class_text (the class prototypes saved with the
+weights) holds the mean text of each class with training samples and zeros for the others;
+its monitored top-1 (train and val) ranks only the classes that have one. The saved weights
+are the same whatever the held-out classes' skeletons, names and texts
+(tests/test_zero_shot_leak.py).
+
 Resumable: OUT/checkpoints/ holds the newest checkpoint (every --checkpoint-every steps and at
 each epoch's end); rerunning the same command continues from it and, on CPU, ends with the
 same weights and curves as an uninterrupted run: every batch's clips come from a generator
@@ -70,8 +78,8 @@ from actionlm.models.encoder import (
     METHODS,
     EncoderConfig,
     SkeletonEncoder,
-    accuracy,
     parameter_count,
+    predict_logits,
     save_encoder,
 )
 from actionlm.models.encoder_losses import MultiPartContrastiveLoss, mil_nce_loss
@@ -198,9 +206,16 @@ class LanguageTargets(nn.Module):
         return self.vectors(self.pool.sample(labels, self.positives, generator))
 
     @torch.no_grad()
-    def prototypes(self) -> torch.Tensor:
-        """SUGAR: [K, D], each class's mean positive text (the encoder's class_text)."""
-        return self.vectors.means(self.pool)
+    def prototypes(self, trained: torch.Tensor) -> torch.Tensor:
+        """SUGAR: [K, D], the mean positive text of each class in ``trained`` (the labels that
+        have training samples; the encoder's class_text). The rows of the other classes stay
+        zero: under a zero-shot protocol (unseen{K}_seed{S}) no text of a held-out class is
+        written into the trained weights."""
+        classes = torch.unique(trained.cpu())
+        means = self.vectors.means(self.pool, classes)
+        out = means.new_zeros(len(self.pool.counts), means.shape[1])
+        out[classes.to(out.device)] = means
+        return out
 
 
 class EncoderTraining:
@@ -240,6 +255,7 @@ class EncoderTraining:
         # trained besides the network: GAP's logit scales, a fine-tuned text encoder
         self.extras = nn.ModuleDict()
         self.targets = None
+        self.untrained: torch.Tensor | None = None  # SUGAR: [K] classes without a class_text
         if self.model_cfg.method != "ce":
             tuned = None
             if train_cfg.text_tuning == "finetune":
@@ -248,7 +264,9 @@ class EncoderTraining:
             if tuned is not None:
                 self.extras["texts"] = self.targets.vectors
             if self.model_cfg.method == "sugar":
-                self.model.class_text.copy_(self.targets.prototypes())
+                self.model.class_text.copy_(self.targets.prototypes(self.train.labels))
+                # classes never trained on (zero-shot held-out) are left out of top-1
+                self.untrained = (self.model.class_text == 0).all(1).to(device)
         if self.model_cfg.method == "gap":
             self.extras["contrastive"] = MultiPartContrastiveLoss(len(self.model_cfg.part_groups))
         self.model.to(device)
@@ -310,7 +328,7 @@ class EncoderTraining:
             embedding = self.model.text_embedding(self.model.step_features(clips))
             texts = self.targets.draw(labels, generator).to(self.device)
             contrastive = mil_nce_loss(embedding, texts, labels, self.cfg.temperature)
-            logits = self.model.text_similarity(embedding.detach())  # accuracy only
+            logits = self.ranked(self.model.text_similarity(embedding.detach()))  # top-1 only
             return contrastive, {"ce": zero, "contrastive": contrastive, "logits": logits}
         joints = self.model.joint_features(clips)
         logits = self.model.classify(joints)
@@ -356,11 +374,21 @@ class EncoderTraining:
 
     @torch.no_grad()
     def validate(self) -> float:
-        """Top-1 on the val split (test-time centred crop); NaN without a val split."""
+        """Top-1 on the val split (test-time centred crop); NaN without a val split. SUGAR
+        ranks only the classes with a class_text (those trained on: a zero-shot protocol's
+        held-out classes have none)."""
         if self.val is None:
             return float("nan")
-        return accuracy(self.model, self.val, self.model_cfg.window, self.cfg.test_interval,
-                        self.device, self.precision)
+        logits = predict_logits(self.model, self.val, self.model_cfg.window,
+                                self.cfg.test_interval, self.device, precision=self.precision)
+        return (self.ranked(logits).argmax(1) == self.val.labels).float().mean().item()
+
+    def ranked(self, logits: torch.Tensor) -> torch.Tensor:
+        """The monitored class scores: SUGAR's classes without a class_text set to -inf
+        (a zero prototype would score a cosine of 0 and could outrank every trained class)."""
+        if self.untrained is None or not self.untrained.any():
+            return logits
+        return logits.masked_fill(self.untrained.to(logits.device), float("-inf"))
 
     def resume(self) -> Progress:
         checkpoint = self.store.load()
