@@ -74,11 +74,11 @@ def head_kinds(model_path: Path, class_texts: str) -> tuple[str, ...]:
         return names
     config = model_path.parent / "config.json"
     try:
-        train = json.loads(config.read_text())["train"]
-    except (OSError, ValueError, KeyError) as err:
+        saved = json.loads(config.read_text())
+        train, method = saved["train"], saved["model"]["method"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
         raise ActionlmError(f"{config}: the encoder's training config is unreadable ({err}); "
                             "it names the texts its head learned from") from None
-    method = json.loads(config.read_text())["model"]["method"]
     trained = (train["global_text"],) if method == "gap" else tuple(train["sugar_kinds"])
     return names + trained
 
