@@ -64,7 +64,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 # The rows of each kind per class: 3 synonyms, a paragraph, the six parts, a motion text.
 TEXT_ROWS = {"synonym": [None] * 3, "paragraph": [None], "part": list(BODY_PARTS),
-             "motion": [None]}
+             "motion": [None], "name": [None]}
 
 
 def text_table(path: Path, classes: range, seed: int = 0, kinds=tuple(TEXT_ROWS)) -> Path:
@@ -350,6 +350,20 @@ def test_text_table_missing_classes_is_refused(data_dir, tmp_path):
     partial = text_table(tmp_path / "partial.parquet", range(17))
     with pytest.raises(ActionlmError, match=r"no synonym text for class\(es\) \[17, 18\]"):
         train(data_dir, tmp_path / "out", "gap", partial)
+
+
+def test_gaps_global_term_draws_the_class_name_and_its_synonyms(data_dir, texts, tmp_path):
+    """GAP: Text_Prompt.py's synonym prompts are each line of its synonym file, the label name
+    first; the paragraph option draws only the paragraph."""
+    kinds = pd.read_parquet(texts, columns=["kind"])["kind"].to_numpy()
+    for global_text, expected in (("synonym", {"name", "synonym"}), ("paragraph", {"paragraph"})):
+        training = EncoderTraining(xview(data_dir), data_dir / "classes.parquet", tmp_path,
+                                   {"method": "gap", **TINY}, TrainConfig(
+                                       epochs=1, global_text=global_text), texts,
+                                   torch.device("cpu"))
+        pool = training.targets.global_pool
+        assert set(kinds[pool.rows[0, :pool.counts[0]].numpy()]) == expected
+        assert int(pool.counts[0]) == (3 + 1 if global_text == "synonym" else 1)
 
 
 @pytest.mark.parametrize("held, asked, message", [

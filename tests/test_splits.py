@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actionlm.data.splits import NTU60_XSUB_TRAIN, NTU120_XSUB_TRAIN, make_split, unseen_classes
+from actionlm.data.splits import NTU60_XSUB_TRAIN, NTU120_XSUB_TRAIN, make_split
+from actionlm.data.zero_shot import zero_shot_protocol
 from actionlm.errors import ActionlmError
 
 
@@ -49,10 +50,12 @@ def test_xset_even_setups_train(meta):
 def test_unseen_classes_are_seeded_and_disjoint(meta):
     out, info = joined(meta, "unseen3_seed7")
     held = info["unseen_labels"]
-    assert held == unseen_classes(8, 3, 7) and len(held) == 3
+    # the draw LLM-AR's protocol has always made: a seeded choice of K of the N classes
+    assert held == sorted(np.random.default_rng(7).choice(8, 3, replace=False).tolist())
+    assert len(held) == 3
     assert set(out.loc[out.split == "test", "label"]) == set(held)
     assert not set(out.loc[out.split == "train", "label"]) & set(held)
-    draws = {tuple(unseen_classes(60, 5, s)) for s in range(5)}
+    draws = {tuple(zero_shot_protocol(f"unseen5_seed{s}").unseen_classes(60)) for s in range(5)}
     assert len(draws) == 5  # different seeds hold out different classes
 
 
@@ -78,7 +81,7 @@ def test_protocol_errors(meta):
         make_split(meta, "xsubject", 8)
     with pytest.raises(ActionlmError, match="needs the 'subject'"):
         make_split(meta.assign(subject=np.nan), "xsub", 8)
-    with pytest.raises(ActionlmError, match="K must be between 1 and 7"):
+    with pytest.raises(ActionlmError, match=r"unseen8_seed0 holds out 8 of 8 classes \(K: 1..7\)"):
         make_split(meta, "unseen8_seed0", 8)
 
 

@@ -2,7 +2,7 @@
 of turning them into vectors: the stored embeddings (a frozen text encoder) or the text
 encoder itself, trained along (GAP fine-tunes its text encoder, Sec. 4.1).
 
-GAP's global term draws one synonym (or the paragraph) of the sample's class per step, and
+GAP's global term draws one of the class's name and synonyms (or the paragraph) per step, and
 each part term uses the class's description of that part; a group of parts (e.g. hand+arm in
 the 4-part partition) uses the normalised mean of its parts' embeddings. SUGAR draws several
 positive texts per sample from the class's motion (and visual) descriptions.
@@ -47,6 +47,7 @@ class TextPool:
 
 # Which stage writes each kind of text (the error when a table lacks one).
 KIND_SOURCES = {
+    "name": "encode-text (each class's name, from the descriptions' class_name)",
     "part": "describe (GAP's questions, or GAP's files: knowledge.import_gap)",
     "synonym": "describe (GAP's questions, or GAP's files: knowledge.import_gap)",
     "paragraph": "describe (GAP's questions, or GAP's files: knowledge.import_gap)",

@@ -188,7 +188,9 @@ class LanguageTargets(nn.Module):
         self.method = model.cfg.method
         self.vectors = TextVectors(texts, text_encoder)
         if self.method == "gap":
-            kind = ("synonym",) if cfg.global_text == "synonym" else ("paragraph",)
+            # GAP's synonym term draws from the label name and its synonyms (GAP:
+            # Text_Prompt.py reads each line of text/*synonym*.txt, "name,synonym,...")
+            kind = ("name", "synonym") if cfg.global_text == "synonym" else ("paragraph",)
             self.global_pool = texts.pool(kind)
             self.part_pools = [texts.part_pool(g) for g in model.cfg.part_groups
                                if g != "global"]
