@@ -320,7 +320,7 @@ def test_text_similarity_reads_the_encoder_and_calibrates_on_the_validation_prot
     assert inputs["calibrate_on"] == \
         "results/eval/synthetic/xsub_unseen5_seed0_val/gap_textsim/metrics.json"
     assert pipe.flags("evaluate", wc) == \
-        "--class-texts both --method text_similarity --test-interval 0.95"
+        "--class-texts names --method text_similarity --test-interval 0.95"
     validation = pipe.inputs("evaluate", {**wc, "protocol": "xsub_unseen5_seed0_val"})
     assert "calibrate_on" not in validation  # gamma is chosen there, not applied
     assert "_val/encoders/gap/" in validation["model"]

@@ -115,7 +115,7 @@ def test_all_runs_llm_ar_closed_set_zero_shot_and_the_report(workdir):
     for method in ("gap", "sugar"):
         zero_shot = json.loads((eval_dir / f"view2_unseen3_seed0/{method}_textsim/metrics.json")
                                .read_text())
-        assert len(zero_shot["class_names"]) == 3 and zero_shot["class_texts"] == "both"
+        assert len(zero_shot["class_names"]) == 3 and zero_shot["class_texts"] == "names"
         validation = json.loads((eval_dir / f"view2_unseen3_seed0_val/{method}_textsim/"
                                  "metrics.json").read_text())
         gamma = validation["gzsl"]["validation_gamma"]  # chosen on the validation protocol

@@ -100,7 +100,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                               split_required=False)
     add_llm_arguments(p.add_argument_group("LLM recognizers"))
     group = p.add_argument_group("text similarity (zero-shot; --texts as above)")
-    group.add_argument("--class-texts", choices=CLASS_TEXTS, default="both",
+    group.add_argument("--class-texts", choices=CLASS_TEXTS, default="names",
                        help="a class's texts: its name, the descriptions the encoder's head "
                        "learned from, or both (averaged)")
     group.add_argument("--calibrate-on", type=Path, default=None,
