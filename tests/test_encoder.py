@@ -348,7 +348,7 @@ def test_empty_split_is_refused(data_dir, tmp_path):
 
 def test_text_table_missing_classes_is_refused(data_dir, tmp_path):
     partial = text_table(tmp_path / "partial.parquet", range(17))
-    with pytest.raises(ActionlmError, match=r"no synonym text for class\(es\) \[17, 18\]"):
+    with pytest.raises(ActionlmError, match=r"no name/synonym text for class\(es\) \[17, 18\]"):
         train(data_dir, tmp_path / "out", "gap", partial)
 
 
