@@ -66,12 +66,12 @@ def class_vectors(path: Path, n_classes: int, kinds: tuple[str, ...] | None = No
 
 def head_kinds(model_path: Path, class_texts: str) -> tuple[str, ...]:
     """The text kinds of ``--class-texts`` for this encoder: ``descriptions`` are those its
-    language head was trained against (its training config.json beside the weights)."""
+    language head was trained against besides the name (its training config.json beside the
+    weights: GAP's global text, SUGAR's sugar_kinds)."""
     if class_texts not in CLASS_TEXTS:
         raise ActionlmError(f"--class-texts {class_texts!r}: expected one of {CLASS_TEXTS}")
-    names = ("name",) if class_texts != "descriptions" else ()
     if class_texts == "names":
-        return names
+        return ("name",)
     config = model_path.parent / "config.json"
     try:
         saved = json.loads(config.read_text())
@@ -80,7 +80,7 @@ def head_kinds(model_path: Path, class_texts: str) -> tuple[str, ...]:
         raise ActionlmError(f"{config}: the encoder's training config is unreadable ({err}); "
                             "it names the texts its head learned from") from None
     trained = (train["global_text"],) if method == "gap" else tuple(train["sugar_kinds"])
-    return names + trained
+    return trained if class_texts == "descriptions" else ("name", *trained)
 
 
 def unseen_labels(split: Path) -> list[int]:
