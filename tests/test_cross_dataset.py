@@ -48,7 +48,7 @@ def dry_run(workdir: Path, cross: list[dict], change: dict | None = None
     """`snakemake -n -p all` on config.yaml + the overlay + cross_dataset: ``cross``."""
     (workdir / "cross.yaml").write_text(yaml.safe_dump({"cross_dataset": cross, **(change or {})}))
     return run_snakemake(workdir, "-n", "-p", "all",
-                         configs=("config.yaml", "overlay.yaml", "cross.yaml"), timeout=300)
+                         configs=("config.yaml", "overlay.yaml", "cross.yaml"))
 
 
 def shell_commands(result: subprocess.CompletedProcess, rule: str) -> list[str]:

@@ -116,7 +116,7 @@ def dry_run(workdir):
                 command = [sys.executable, "-m", "snakemake", "--profile", "slurm", "-n", "-p",
                            "all", "--configfile", *configs]
             result = subprocess.run(command, cwd=workdir, env=env, capture_output=True,
-                                    text=True, timeout=300)
+                                    text=True, timeout=1800)
             assert result.returncode == 0, (
                 f"{paper} on {dataset} ({mode}): dry run failed\n{result.stderr[-3000:]}")
             cache[paper, dataset, mode] = parse_dry_run(result.stdout)

@@ -290,11 +290,17 @@ def test_sugar_knowledge_rows_without_a_vision_endpoint_are_refused_with_the_rea
 def test_all_asks_for_every_evaluation_and_the_report(pipe):
     wanted = targets.all_targets(pipe)
     assert "results/report/summary.md" in wanted
-    summary = "results/eval/synthetic/zeroshot/xsub_unseen5/{}.json"
     assert {"results/eval/synthetic/xsub/ce/metrics.json",
-            "results/eval/synthetic/xsub/sugar/metrics.json",
-            *map(summary.format, ("llm_ar", "sugar", "llm_ar_text", "sugar_text", "gap_textsim",
-                                  "sugar_textsim"))} <= set(wanted)
+            "results/eval/synthetic/xsub/sugar/metrics.json"} <= set(wanted)
+    # zero-shot: the default's text similarity of GAP; the recognizers and their probes on demand
+    assert [t for t in wanted if "/zeroshot/" in t] == [
+        "results/eval/synthetic/zeroshot/xsub_unseen5/gap_textsim.json"]
+    every = Pipeline(config(zero_shot={"recognizers": None, "text_similarity": ["gap", "sugar"]}))
+    assert {Path(t).stem for t in targets.all_targets(every) if "/zeroshot/" in t} == {
+        "llm_ar", "sugar", "llm_ar_text", "sugar_text", "gap_textsim", "sugar_textsim"}
+    some = Pipeline(config(zero_shot={"recognizers": ["sugar"]}))
+    assert {Path(t).stem for t in targets.all_targets(some) if "/zeroshot/" in t} == {
+        "sugar", "sugar_text", "gap_textsim"}
     assert not [t for t in wanted if "unseen" in t and "/ce/" in t]  # a classifier: closed set
     wc = {"dataset": "synthetic", "family": "xsub_unseen5", "method": "sugar"}
     assert targets.seed_metrics(pipe, wc) == [
@@ -355,7 +361,7 @@ def test_a_run_without_encoders_or_text_methods_asks_for_neither():
         Pipeline(config(encoders={"methods": ["ce"]}, llm_eval={"methods": ["sugar"]})))
     # the zero-shot text probe reads the class texts, LLM-AR alone or not
     with_probe = Pipeline(config(encoders={"methods": []}, llm_eval={"methods": ["llm_ar"]},
-                                 zero_shot={"text_similarity": []}))
+                                 zero_shot={"recognizers": None, "text_similarity": []}))
     assert texts in targets.all_targets(with_probe)
     assert pipe_inputs(with_probe, "llm_ar_text")["texts"] == texts
 

@@ -52,7 +52,7 @@ def scale_run(tmp_path_factory) -> Path:
     work = copy_workflow(tmp_path_factory.mktemp("scale"))
     write_fixtures(work)
     overlay = str(OVERLAY.relative_to(ROOT))  # copied into ``work`` with configs/
-    result = run_snakemake(work, "all", configs=("config.yaml", overlay), timeout=900)
+    result = run_snakemake(work, "all", configs=("config.yaml", overlay))
     assert result.returncode == 0, result.stderr[-3000:]
     return work
 

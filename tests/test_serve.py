@@ -1,6 +1,6 @@
-"""serve_model: a real `transformers serve` of the bundled SmolLM2 answering the openai client,
-and no server left behind however the block ends (normally, by an exception, by Ctrl-C, by a
-server that dies or never answers)."""
+"""serve_model: the real batching server (actionlm.knowledge.batch_server) on the bundled
+SmolLM2 answering the openai client, and no server left behind however the block ends (normally,
+by an exception, by Ctrl-C, by a server that dies or never answers)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,15 @@ import pytest
 from actionlm.errors import ActionlmError
 from actionlm.knowledge.serve import serve_model, served_model_name
 
+SERVER_MODULE = "actionlm.knowledge.batch_server"
+
 
 def server_processes() -> list[psutil.Process]:
-    """Live descendants of this test process that run `transformers serve`."""
+    """Live descendants of this test process that run the batching server."""
     found = []
     for child in psutil.Process().children(recursive=True):
         try:
-            if child.status() != psutil.STATUS_ZOMBIE and "serve" in child.cmdline():
+            if child.status() != psutil.STATUS_ZOMBIE and SERVER_MODULE in child.cmdline():
                 found.append(child)
         except psutil.NoSuchProcess:
             pass
@@ -55,8 +57,10 @@ def test_openai_client_gets_text_from_smollm2_and_server_stops(smollm2_dir, tmp_
         running = server_processes()
         assert running and port_open(base_url)
         assert running[0].environ()["OMP_NUM_THREADS"] == "1"
+        assert running[0].cmdline()[-2:] == ["--threads", "1"]  # torch.set_num_threads too
         client = openai.OpenAI(base_url=base_url, api_key="unused")
-        assert client.models.list().object == "list"  # /v1/models answers (needs HF_HUB_CACHE)
+        models = client.models.list()
+        assert [m.id for m in models.data] == [served_model_name(smollm2_dir)]
         reply = client.chat.completions.create(
             model=served_model_name(smollm2_dir), max_tokens=12, temperature=0,
             messages=[{"role": "user", "content": "Name one body part used to wave."}],
@@ -66,7 +70,7 @@ def test_openai_client_gets_text_from_smollm2_and_server_stops(smollm2_dir, tmp_
     assert not port_open(base_url)
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in running)
     assert server_processes() == []
-    assert log_path.stat().st_size > 0
+    assert "batch rows=1 " in log_path.read_text()  # the server's line for the batch
 
 
 @pytest.mark.slow

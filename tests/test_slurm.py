@@ -65,7 +65,7 @@ def run_snakemake(work: Path, *args: str) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "snakemake", "--profile", "slurm",
          "--slurm-init-seconds-before-status-checks", "2",
          "--configfile", "config.yaml", "overlay.yaml", *args],
-        cwd=work, env=env, capture_output=True, text=True, timeout=400,
+        cwd=work, env=env, capture_output=True, text=True, timeout=3600,
     )
 
 

@@ -326,3 +326,22 @@ def test_tokenize_round_trips_through_parquet(trained, small_ntu_data, tmp_path)
     assert counts.sum() == len(all_tokens)
     assert counts.loc[np.bincount(all_tokens).argmax()] == np.bincount(all_tokens).max()
     assert (tmp_path / "token_frequency.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_token_probe_reads_class_information_off_the_sentences_and_only_that():
+    """Sentences whose codes depend on the class: the bag-of-tokens probe names the test
+    classes; the same codes with shuffled labels: near chance; a zero-shot split: no probe."""
+    from actionlm.train.tokenize import token_probe
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(8).repeat(40)
+    own = labels[:, None] * 8 + torch.randint(0, 8, (len(labels), 16), generator=generator)
+    noise = torch.randint(0, 64, (len(labels), 16), generator=generator)
+    codes = torch.where(torch.rand(len(labels), 16, generator=generator) < 0.5, own, noise)
+    splits = ["train" if i // 8 % 2 else "test" for i in range(len(labels))]
+    informed = token_probe(codes, labels, splits, 64)
+    assert informed["bag_of_tokens_top1"] >= 0.9 and informed["chance"] == 1 / 8
+    shuffled = labels[torch.randperm(len(labels), generator=generator)]
+    assert token_probe(codes, shuffled, splits, 64)["bag_of_tokens_top1"] <= 0.3
+    unseen = ["train" if label < 6 else "test" for label in labels.tolist()]
+    assert token_probe(codes, labels, unseen, 64) is None

@@ -189,7 +189,8 @@ def test_rerun_plans_nothing_and_changes_rerun_only_their_stage(workdir):
     assert plan({"lora": {"llm_ar": {"lr": 3e-3}}, "encoders": {"train": {"epochs": 1.0}},
                  "vqvae": {"train": {"lr": 1e-3}}}) == {}
     # Threads, micro-batches, inference batches and devices are resources: nothing reruns.
-    assert plan({"compute": {"threads": 3, "device": "cpu"}, "lora": {"micro_batch_size": 1},
+    assert plan({"compute": {"threads": 3, "llm_threads": 1, "device": "cpu"},
+                 "lora": {"micro_batch_size": 1},
                  "llm_eval": {"batch_size": 8}, "encoders": {"inference_batch_size": 64}}) == {}
 
 

@@ -26,9 +26,10 @@ def copy_workflow(work: Path) -> Path:
 
 
 def run_snakemake(work: Path, *args: str, configs: tuple[str, ...] = (),
-                  timeout: int = 600) -> subprocess.CompletedProcess:
+                  timeout: int = 3600) -> subprocess.CompletedProcess:
     """Snakemake in ``work`` on 2 cores (with ``--configfile configs`` when given), with this
-    interpreter's bin folder on PATH so that rules find the ``actionlm`` command."""
+    interpreter's bin folder on PATH so that rules find the ``actionlm`` command. ``timeout``
+    bounds a hang, not a speed: machines of this kind differ ~3x, and a shared one more."""
     command, env = snakemake_command(*args, configs=configs)
     return subprocess.run(command, cwd=work, env=env, capture_output=True, text=True,
                           timeout=timeout)
@@ -66,6 +67,7 @@ def tiny_nw_ucla(work: Path, shared: Path, llm: Path, **changes: dict) -> Path:
         "lora": {"micro_batch_size": 2, "common": {"max_steps": 1, "batch_size": 2,
                                                    "lora_r": 2, "warmup_steps": 0}},
         "llm_eval": {"methods": ["llm_ar"], "batch_size": 64},
+        "zero_shot": {"recognizers": None, "text_similarity": ["gap", "sugar"]},
     }
     (work / "overlay.yaml").write_text(yaml.safe_dump(deep_merge(overlay, changes)))
     return work

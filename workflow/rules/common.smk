@@ -5,6 +5,7 @@ from actionlm.errors import ActionlmError
 from actionlm.pipeline import Pipeline, paths, targets
 from actionlm.pipeline.checks import check_config
 from actionlm.pipeline.flags import file_flags
+from actionlm.pipeline.schedule import job_priority, job_threads
 
 try:
     check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -16,12 +17,6 @@ PIPE = Pipeline(config)
 wildcard_constraints:
     **paths.WILDCARDS,
 
-
-# Threads of every rule that runs a network or the LLM (torch threads, sbatch --cpus-per-task).
-JOB_THREADS = config["compute"]["threads"]
-# On one machine, a job that continues a chain already under way (tokens, features, LoRA,
-# evaluation) starts before another long training, so that evaluations overlap training.
-CHAIN_PRIORITY = 1
 
 
 def adapted(function):
@@ -35,6 +30,17 @@ def adapted(function):
             raise WorkflowError(str(err)) from None
 
     return adapter
+
+
+def threads_of(stage):
+    """Torch threads (sbatch --cpus-per-task): compute.llm_threads for a job that runs the
+    LLM, else compute.threads (actionlm.pipeline.schedule)."""
+    return lambda wildcards: job_threads(config, stage, dict(wildcards.items()))
+
+
+def priority_of(stage):
+    """The job's place among the ready ones: the longest chain first (schedule)."""
+    return lambda wildcards: job_priority(stage, dict(wildcards.items()))
 
 
 def inputs(stage):

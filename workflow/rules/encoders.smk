@@ -12,7 +12,8 @@ rule train_encoder:
     params:
         files=files(),
         flags=flags("train_encoder"),
-    threads: JOB_THREADS
+    priority: priority_of("train_encoder")
+    threads: threads_of("train_encoder")
     resources:
         **PIPE.network_resources("train_encoder"),
     log:
@@ -37,8 +38,8 @@ rule extract_features:
     params:
         files=files(),
         flags=flags("extract_features"),
-    priority: CHAIN_PRIORITY
-    threads: JOB_THREADS
+    priority: priority_of("extract_features")
+    threads: threads_of("extract_features")
     resources:
         batch=config["encoders"]["inference_batch_size"],
         **PIPE.network_resources("extract_features"),

@@ -19,8 +19,8 @@ rule evaluate:
     params:
         files=files("adapter"),  # read beside --model's recognizer.json
         flags=flags("evaluate"),
-    priority: CHAIN_PRIORITY
-    threads: JOB_THREADS
+    priority: priority_of("evaluate")
+    threads: threads_of("evaluate")
     resources:
         batch=adapted(Pipeline.inference_batch),
         **PIPE.network_resources("evaluate"),
@@ -62,7 +62,7 @@ rule ensemble:
     params:
         files=files(),
         flags=flags("ensemble"),
-    priority: CHAIN_PRIORITY
+    priority: priority_of("ensemble")
     log:
         log_of("ensemble", "dataset", "protocol", "ensemble"),
     conda:

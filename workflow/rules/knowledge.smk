@@ -10,7 +10,8 @@ rule describe:
     params:
         files=files(),
         flags=flags("describe"),
-    threads: JOB_THREADS
+    priority: priority_of("describe")
+    threads: threads_of("describe")
     resources:
         mem_mb=4000,
         runtime=120,
@@ -24,7 +25,7 @@ rule describe:
         "../../envs/knowledge.yaml"
     shell:
         "actionlm describe {params.files} --out {output.descriptions} {params.flags} "
-        "--serve-log {log.serve} --cache-dir {resources.llm_cache} "
+        "--serve-log {log.serve} --serve-threads {threads} --cache-dir {resources.llm_cache} "
         "--concurrency {resources.llm_concurrency} --max-retries {resources.llm_retries} "
         "--timeout {resources.llm_timeout_s} > {log.main} 2>&1"
 
@@ -37,7 +38,8 @@ rule describe_visual:
     params:
         files=files(),
         flags=flags("describe_visual"),
-    threads: JOB_THREADS
+    priority: priority_of("describe_visual")
+    threads: threads_of("describe_visual")
     resources:
         mem_mb=8000,
         runtime=240,
@@ -63,7 +65,8 @@ rule encode_text:
     params:
         files=files(),
         flags=flags("encode_text"),
-    threads: JOB_THREADS
+    priority: priority_of("encode_text")
+    threads: threads_of("encode_text")
     resources:
         mem_mb=8000,
         runtime=60,

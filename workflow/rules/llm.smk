@@ -7,7 +7,8 @@ rule prepare_llm:
         **outputs("prepare_llm"),
     params:
         flags=flags("prepare_llm"),
-    threads: JOB_THREADS
+    priority: priority_of("prepare_llm")
+    threads: threads_of("prepare_llm")
     resources:
         mem_mb=8000,
         runtime=60,

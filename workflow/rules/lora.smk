@@ -12,8 +12,8 @@ rule lora:
     params:
         files=files(),
         flags=flags("lora"),
-    priority: CHAIN_PRIORITY
-    threads: JOB_THREADS
+    priority: priority_of("lora")
+    threads: threads_of("lora")
     resources:
         micro_batch=config["lora"]["micro_batch_size"],  # memory only: never a rerun
         launcher=PIPE.launcher(),

@@ -10,7 +10,8 @@ rule train_vqvae:
     params:
         files=files(),
         flags=flags("train_vqvae"),
-    threads: JOB_THREADS
+    priority: priority_of("train_vqvae")
+    threads: threads_of("train_vqvae")
     resources:
         **PIPE.network_resources("train_vqvae"),
     log:
@@ -34,8 +35,8 @@ rule tokenize:
             "labels": {"run": "{run}", "dataset": "{dataset}", "protocol": "{protocol}"}}),
     params:
         files=files(),
-    priority: CHAIN_PRIORITY
-    threads: JOB_THREADS
+    priority: priority_of("tokenize")
+    threads: threads_of("tokenize")
     resources:
         batch=config["vqvae"]["tokenize"]["batch_size"],
         **PIPE.network_resources("tokenize"),

@@ -31,16 +31,20 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
+import pandas as pd
 from tqdm import tqdm
 
 from actionlm.cli_args import fraction, non_negative_int, positive_int
 from actionlm.data import ctrgcn_npz, nw_ucla, pyskl
 from actionlm.data.classes import ClassTable, ntu_class_table, nw_ucla_class_table
-from actionlm.data.ntu_raw import load_ntu_files
+from actionlm.data.ntu_raw import NTU_NAME, load_ntu_files
 from actionlm.data.pool import ParentBoundPool
 from actionlm.data.splits import (
     DEFAULT_PROTOCOLS,
+    SPLIT_META_COLUMNS,
     STANDARD_PROTOCOLS,
+    UnformableProtocolError,
+    make_split,
     write_embedded_splits,
     write_split,
 )
@@ -74,11 +78,15 @@ class PrepareSummary:
     n_samples: int
     rejected: list[Rejection] = field(default_factory=list)
     protocols: dict[str, dict] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # default protocol -> why not written
+    inferred: str = ""  # how --dataset was inferred, when it was not given
 
     def line(self) -> str:
+        skipped = "".join(f"; skipped {protocol}: {why}" for protocol, why in self.skipped.items())
+        inferred = f"; {self.inferred}" if self.inferred else ""
         return (
             f"prepared {self.n_samples} samples, rejected {len(self.rejected)}; "
-            f"protocols: {', '.join(self.protocols) or 'none'}"
+            f"protocols: {', '.join(self.protocols) or 'none'}{skipped}{inferred}"
         )
 
 
@@ -156,6 +164,70 @@ def class_list(fmt: str, dataset: str | None, actions: list[int] | None) -> Clas
     return resolve_classes(dataset, actions)
 
 
+def infer_ntu_dataset(actions: Iterable[int]) -> str:
+    """ntu60 when no action id is above 60, else ntu120."""
+    return "ntu60" if max(actions) <= 60 else "ntu120"
+
+
+def ntu_name_metadata(paths: list[Path]) -> pd.DataFrame:
+    """What the names of NTU raw files say (SsssCcccPpppRrrrAaaa): one row per file whose name
+    has that form, with sample_id, action and the columns the standard protocols split by."""
+    rows = []
+    for path in paths:
+        stem = path.name.removesuffix(".skeleton")
+        if (match := NTU_NAME.fullmatch(stem)) is not None:
+            setup, camera, subject, replication, action = map(int, match.groups())
+            rows.append((stem, action, subject, camera, setup, replication))
+    return pd.DataFrame(rows, columns=["sample_id", "action", "subject", "camera", "setup",
+                                       "replication"])
+
+
+def formable_protocols(
+    protocols: list[str], explicit: bool, check: Callable[[str], object]
+) -> tuple[list[str], dict[str, str]]:
+    """(the protocols that ``check`` accepts, {protocol: why} of those it finds unformable).
+    An unformable protocol asked for ``explicitly`` is an error; one of the dataset's
+    defaults is skipped (the caller warns once the run succeeds: a failing run prints only
+    its error), and an error only when none of them is left."""
+    kept, skipped = [], {}
+    for protocol in protocols:
+        try:
+            check(protocol)
+        except UnformableProtocolError as err:
+            if explicit:
+                raise
+            skipped[protocol] = err.reason
+        else:
+            kept.append(protocol)
+    if protocols and not kept:
+        why = "; ".join(f"{protocol}: {reason}" for protocol, reason in skipped.items())
+        raise ActionlmError(f"this data can form none of the standard protocols ({why}); name "
+                            "protocols with --protocols, or --protocols none for no split")
+    return kept, skipped
+
+
+def _check_from_names(
+    names: pd.DataFrame, classes: ClassTable, src: Path, val_fraction: float, seed: int
+) -> Callable[[str], object]:
+    """A check of a protocol against the samples that the file names promise, before any
+    file is decoded (files that then turn out unusable are checked again after decoding)."""
+    labels = names["action"].map(classes.label_of)
+    meta = names.assign(label=labels)[labels.notna()].astype({"label": int})
+    meta = meta[list(SPLIT_META_COLUMNS)].reset_index(drop=True)
+
+    def check(protocol: str) -> object:
+        if meta.empty:  # no usable name: decoding says what is wrong with the files
+            return None
+        try:
+            return make_split(meta, protocol, len(classes), val_fraction, seed)
+        except UnformableProtocolError as err:
+            err.args = (f"{err} (among the {len(meta)} .skeleton files of {src} that "
+                        f"{classes.dataset} can use)",)
+            raise
+
+    return check
+
+
 def protocol_problem(fmt: str, classes: ClassTable, protocol: str) -> str | None:
     """Why data of ``fmt`` with ``classes`` cannot form ``protocol``, or None: a zero-shot
     protocol needs K below the class count (a benchmark: its dataset's classes) and its base's
@@ -172,14 +244,22 @@ def protocol_problem(fmt: str, classes: ClassTable, protocol: str) -> str | None
     return f"{protocol} splits by each sample's {column}, which {fmt} data does not record"
 
 
+def _ntu_paths(src: Path | None) -> list[Path]:
+    if src is None:
+        raise ActionlmError("--src is required for --format ntu-raw")
+    return _list_files(src, "*.skeleton", "NTU .skeleton files")
+
+
 def _sources(
-    fmt: str, src: Path | None, workers: int, trust_pickle: bool, classes: ClassTable
+    fmt: str, src: Path | None, workers: int, trust_pickle: bool, classes: ClassTable,
+    paths: list[Path] | None = None,
 ) -> tuple[Iterable[Sample | Rejection], dict[str, dict[str, str]]]:
-    """Samples of the input plus any splits the input format carries itself."""
+    """Samples of the input plus any splits the input format carries itself (``paths``: the
+    files of an ntu-raw ``src``, when already listed)."""
     if src is None:
         raise ActionlmError(f"--src is required for --format {fmt}")
     if fmt == "ntu-raw":
-        paths = _list_files(src, "*.skeleton", "NTU .skeleton files")
+        paths = _ntu_paths(src) if paths is None else paths
         return load_files_parallel(load_ntu_files, paths, workers, load_ntu_files.__module__), {}
     if fmt == "nw-ucla":
         paths = _list_files(src, "*.json", "NW-UCLA all_sqe JSON files")
@@ -221,15 +301,45 @@ def prepare(
     synthetic: dict | None = None,
 ) -> PrepareSummary:
     """Write the whole output folder, or nothing: files are staged beside ``out`` and moved
-    into it only once every table (splits included) has been written."""
+    into it only once every table (splits included) has been written.
+
+    ``protocols`` None: the input's own splits, else the dataset's standard protocols, of
+    which those the data cannot form (an empty train or test split) are skipped with a
+    warning (``summary.skipped``); an error only when none is left. A protocol named in
+    ``protocols`` that the data cannot form is an error. For ntu-raw the file names
+    (SsssCcccPpppRrrrAaaa) are checked before any file is decoded, and ``dataset`` None is
+    inferred from the highest action id they carry (ntu60 up to A060, else ntu120)."""
     workers = workers or os.cpu_count() or 1
+    given_dataset = dataset
     if out.exists() and not out.is_dir():
         raise ActionlmError(f"{out}: --out exists and is not a directory")
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(out)
     staging = Path(tempfile.mkdtemp(prefix=owned_prefix(out.name, "partial"), dir=out.parent))
     try:
+        explicit = protocols is not None
+        paths: list[Path] | None = None
+        names = pd.DataFrame()
+        if fmt == "ntu-raw" and dataset is None:
+            paths = _ntu_paths(src)
+            names = ntu_name_metadata(paths)
+            if names.empty:
+                raise ActionlmError(f"{src}: no file name of the form SsssCcccPpppRrrrAaaa "
+                                    "to infer --dataset from; give --dataset (ntu60, ntu120)")
+            dataset = infer_ntu_dataset(names["action"])
         classes = class_list(fmt, dataset, actions)
+        skipped: dict[str, str] = {}
+        if fmt == "ntu-raw":  # check the protocols against the file names before decoding
+            if paths is None:
+                paths = _ntu_paths(src)
+                names = ntu_name_metadata(paths)
+            if protocols is None:
+                protocols = DEFAULT_PROTOCOLS.get(classes.dataset, [])
+            check = _check_from_names(names, classes, src, val_fraction, seed)
+            protocols, skipped = formable_protocols(protocols, explicit, check)
+        inferred = "" if fmt != "ntu-raw" or given_dataset is not None else (
+            f"--dataset not given: {dataset}, inferred from the highest action id in the file "
+            f"names (A{names['action'].max():03d})")
         if fmt == "synthetic":
             from actionlm.data.synthetic import generate_ntu_files
 
@@ -237,10 +347,10 @@ def prepare(
             generate_ntu_files(src, actions=list(classes.native_ids), seed=seed,
                                workers=workers, **(synthetic or {}))
             fmt = "ntu-raw"
-        samples, embedded_splits = _sources(fmt, src, workers, trust_pickle, classes)
+        samples, embedded_splits = _sources(fmt, src, workers, trust_pickle, classes, paths)
         if src == staging / "raw":  # generated here: name the files by their place in out
             samples = _relative_to(staging, samples)
-        summary = PrepareSummary(0)
+        summary = PrepareSummary(0, skipped=skipped, inferred=inferred)
         with SkeletonTableWriter(staging / "skeletons.parquet", classes, {"format": fmt}) as writer:
             # delay: a run that fails fast prints its one-line error and no progress bar
             for item in tqdm(samples, desc="prepare", unit="sample", mininterval=5.0, delay=2.0):
@@ -259,12 +369,19 @@ def prepare(
         write_embedded_splits(embedded_splits, staging / "embedded_splits.parquet")
         if protocols is None:
             protocols = list(embedded_splits) or DEFAULT_PROTOCOLS.get(classes.dataset, [])
-        for protocol in protocols:
+
+        def write(protocol: str) -> None:
             summary.protocols[protocol] = write_split(
                 staging / "skeletons.parquet", staging / "classes.parquet",
                 staging / "embedded_splits.parquet", protocol,
                 staging / "splits" / f"{protocol}.parquet", val_fraction=val_fraction, seed=seed,
             )
+
+        summary.skipped |= formable_protocols(protocols, explicit, write)[1]
+        if summary.inferred:
+            log.info("%s", summary.inferred)
+        for protocol, why in summary.skipped.items():
+            log.warning("skipped protocol %r (a default, not asked for): %s", protocol, why)
         out.mkdir(exist_ok=True)
         for item in staging.iterdir():
             target = out / item.name
@@ -308,7 +425,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="input folder (ntu-raw, nw-ucla) or file (ctrgcn-npz, pyskl)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--dataset", default=None,
-                   help="class list: ntu60, ntu120, nw_ucla (default from the format), or a name "
+                   help="class list: ntu60, ntu120, nw_ucla (default from the format; ntu-raw: "
+                   "ntu60 if no file name has an action id above 60, else ntu120), or a name "
                    "with --actions")
     p.add_argument("--actions", type=_int_list, default=None,
                    help="NTU action ids (1-based) to keep, relabelled 0..n-1 in this order")
@@ -316,8 +434,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="protocols to write (xsub, xview, xset, view3, view2; zero-shot: "
                    "unseen<K>_seed<S>, <base>_unseen<K>_seed<S>, synse55_5, smie55_5_split1, "
                    "...); "
-                   "default: the input's own splits, else the dataset's standard ones; "
-                   "'none' for no split")
+                   "default: the input's own splits, else the dataset's standard ones "
+                   "(skipping, with a warning, those the data cannot form); a named protocol "
+                   "the data cannot form is an error; 'none' for no split")
     p.add_argument("--val-fraction", type=fraction, default=0.0,
                    help="fraction of each class's training samples moved to a val split")
     p.add_argument("--seed", type=non_negative_int, default=0,

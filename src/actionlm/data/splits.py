@@ -54,6 +54,17 @@ STANDARD_PROTOCOLS = {
     "view3": ("camera", lambda v: v.isin([1, 2]), lambda v: v == 3),
     "view2": ("camera", lambda v: v == 1, lambda v: v == 2),
 }
+# protocol -> (samples of its train side, samples of its test side), for messages
+STANDARD_SIDES = {
+    "xsub": ("of a training subject (the papers' cross-subject list)",
+             "of a test subject (one not in the papers' cross-subject training list)"),
+    "xview": ("of camera 2 or 3", "of camera 1"),
+    "xset": ("of an even setup", "of an odd setup"),
+    "view3": ("of camera 1 or 2", "of camera 3"),
+    "view2": ("of camera 1", "of camera 2"),
+}
+# The standard protocols of each dataset: what ``actionlm prepare`` writes when not told which
+# (it skips, with a warning, those that the data cannot form).
 DEFAULT_PROTOCOLS = {
     "ntu60": ["xsub", "xview"],
     "ntu120": ["xsub", "xset"],
@@ -62,13 +73,46 @@ DEFAULT_PROTOCOLS = {
 }
 
 
+class UnformableProtocolError(ActionlmError):
+    """The samples at hand cannot form ``protocol``; ``reason`` says why (without the name)."""
+
+    def __init__(self, protocol: str, reason: str, message: str):
+        super().__init__(message)
+        self.protocol = protocol
+        self.reason = reason
+
+
+class EmptySplitError(UnformableProtocolError):
+    """``protocol`` would leave its ``part`` split (train or test) without a sample."""
+
+    def __init__(self, protocol: str, part: str, missing: str):
+        super().__init__(protocol, f"{missing} for its {part} split",
+                         f"protocol {protocol!r} leaves the {part} split empty: {missing}")
+        self.part = part
+
+
+def _missing_samples(protocol: str, part: str) -> str:
+    """What a ``protocol`` whose ``part`` split is empty has no sample of."""
+    if protocol in STANDARD_SIDES:
+        return f"no sample {STANDARD_SIDES[protocol][part == 'test']}"
+    zero_shot = zero_shot_protocol(protocol)
+    kind = "an unseen" if part == "test" else "a seen"
+    if zero_shot is not None and zero_shot.parent is not None:
+        return f"no sample of {kind} class among the training samples of {zero_shot.parent.name}"
+    if zero_shot is not None and zero_shot.base in STANDARD_SIDES:
+        return f"no sample {STANDARD_SIDES[zero_shot.base][part == 'test']} of {kind} class"
+    return f"no sample of {kind} class"
+
+
 def standard_sides(meta: pd.DataFrame, protocol: str) -> tuple[pd.Series, pd.Series]:
     """(train side, test side) masks of a standard protocol over the samples of ``meta``."""
     column, is_train, is_test = STANDARD_PROTOCOLS[protocol]
     values = meta[column]
     if values.isna().all():
-        raise ActionlmError(f"protocol {protocol!r} needs the {column!r} of each sample, "
-                            "which this dataset does not have")
+        raise UnformableProtocolError(
+            protocol, f"it needs the {column!r} of each sample, which this dataset does not have",
+            f"protocol {protocol!r} needs the {column!r} of each sample, which this dataset "
+            "does not have")
     return is_train(values).fillna(False), is_test(values).fillna(False)
 
 
@@ -125,7 +169,7 @@ def make_split(
     counts = out["split"].value_counts()
     for part in ("train", "test"):
         if counts.get(part, 0) == 0:
-            raise ActionlmError(f"protocol {protocol!r} leaves the {part} split empty")
+            raise EmptySplitError(protocol, part, _missing_samples(protocol, part))
     info["counts"] = {k: int(v) for k, v in counts.items()}
     return out, info
 

@@ -40,6 +40,7 @@ from pathlib import Path
 import pyarrow as pa
 import yaml
 
+from actionlm.cli_args import positive_int
 from actionlm.config import config_errors
 from actionlm.data.classes import read_class_rows
 from actionlm.data.skeleton_layouts import BODY_PARTS
@@ -643,6 +644,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "run and ask it (no API key needed); excludes --base-url")
     parser.add_argument("--serve-device", default="auto", help="device of the served model")
     parser.add_argument("--serve-log", type=Path, help="append the server's output here")
+    parser.add_argument("--serve-threads", type=positive_int, default=None,
+                        help="CPU threads of the served model (default: torch's)")
     gap = parser.add_argument_group("import GAP's released descriptions instead of asking")
     gap.add_argument("--import-gap", type=Path, metavar="DIR",
                      help="folder of GAP's text files: parts, synonyms, paragraphs (told apart "
@@ -665,7 +668,7 @@ def describe_with_served_model(classes: list[tuple], prompts: Prompts,
         return describe_classes(classes, prompts, client_from_args(args, provider),
                                 args.allow_incomplete)
     with serve_model(args.serve_model_dir, device=args.serve_device,
-                     log_path=args.serve_log) as base_url:
+                     log_path=args.serve_log, threads=args.serve_threads) as base_url:
         provider = dataclasses.replace(provider, base_url=base_url)
         return describe_classes(classes, prompts, client_from_args(args, provider),
                                 args.allow_incomplete)

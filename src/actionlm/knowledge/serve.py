@@ -1,6 +1,7 @@
-"""A local OpenAI-compatible server for a prepared LLM folder (``transformers serve``), so that
-the describe stage talks to the bundled model through the same openai client it uses for a
-paid API. The server lives exactly as long as a ``with serve_model(...)`` block.
+"""A local OpenAI-compatible server for a prepared LLM folder (our batching server,
+actionlm.knowledge.batch_server), so that the describe stage talks to the bundled model through
+the same openai client it uses for a paid API. The server lives exactly as long as a
+``with serve_model(...)`` block.
 
 The server runs in its own process group on a loopback port; leaving the block, by success, by
 an exception or by Ctrl-C, stops the whole group (SIGTERM, then SIGKILL after a grace period),
@@ -32,7 +33,8 @@ log = logging.getLogger(__name__)
 STOP_GRACE_S = 10.0
 POLL_S = 0.25
 LOG_TAIL_LINES = 15
-# transformers serve reads `<id>[@revision][:file.gguf]`, so the served name must avoid @ and :.
+# The served name is a URL path segment (/v1/models/NAME) and a cache key part: plain characters
+# only (this also keeps the rule of `transformers serve`, which read `<id>[@revision][:file]`).
 SERVABLE_NAME = re.compile(r"^[A-Za-z0-9_][\w.-]*$")
 
 
@@ -65,37 +67,34 @@ def serve_model(
     log_path: str | os.PathLike | None = None,
     threads: int | None = None,
 ) -> Iterator[str]:
-    """Run ``transformers serve`` on the model of ``model_dir`` and yield its OpenAI base URL
-    (``http://127.0.0.1:PORT/v1``); requests name the model ``served_model_name(model_dir)``.
-    ``device`` is passed to the server ("cpu", "cuda:0", "auto"); ``threads`` caps its CPU
-    threads (give the rule's thread count: an oversubscribed torch is several times slower).
-    Server output goes to ``log_path`` (appended) or to a temporary file quoted in errors."""
-    name = served_model_name(model_dir)
-    folder = llm_model_dir(model_dir).resolve()
+    """Run ``python -m actionlm.knowledge.batch_server`` on the model of ``model_dir`` and yield
+    its OpenAI base URL (``http://127.0.0.1:PORT/v1``); requests name the model
+    ``served_model_name(model_dir)``, and concurrent ones are answered in batches.
+    ``device`` is the server's ("cpu", "cuda:0", "auto"); ``threads`` caps its CPU threads
+    (give the rule's thread count: an oversubscribed torch is several times slower).
+    Server output (one line per batch) goes to ``log_path`` (appended) or to a temporary file
+    quoted in errors."""
+    served_model_name(model_dir)  # refuse a bad folder name before starting anything
+    folder = llm_model_dir(model_dir)
     port = port or free_port(host)
     url_host = f"[{host}]" if ":" in host else host
     root = f"http://{url_host}:{port}"
     with tempfile.TemporaryDirectory(prefix="actionlm-serve-") as scratch:
-        # The server runs in `scratch`, where `name` links to the model: it serves and answers
-        # to that short name. Its hub cache is an empty folder of its own: /v1/models fails
-        # without an existing cache folder, and nothing is ever downloaded into the user's.
-        # (Dot names cannot clash with `name`, which never starts with a dot.)
-        (Path(scratch) / name).symlink_to(folder, target_is_directory=True)
-        (Path(scratch) / ".hf-cache").mkdir()
-        log_file = Path(log_path) if log_path else Path(scratch) / ".server.log"
+        log_file = Path(log_path) if log_path else Path(scratch) / "server.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
-            "HF_HUB_CACHE": str(Path(scratch) / ".hf-cache"),
-            "HF_HUB_OFFLINE": "1",
+            "HF_HUB_OFFLINE": "1",  # the model is local: nothing is ever downloaded
             "HF_HUB_DISABLE_UPDATE_CHECK": "1",
             "PYTHONUNBUFFERED": "1",
         }
+        command = [sys.executable, "-m", "actionlm.knowledge.batch_server",
+                   str(Path(model_dir).resolve()), "--host", host, "--port", str(port),
+                   "--device", device]
         if threads:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-        command = [sys.executable, "-m", "transformers.cli.transformers", "serve", name,
-                   "--host", host, "--port", str(port), "--device", device]
-        log.info("starting %s (log: %s)", " ".join(command[3:]), log_file)
+            command += ["--threads", str(threads)]
+        log.info("starting the model server on %s (log: %s)", folder, log_file)
         started = time.monotonic()
         with open(log_file, "ab") as log_stream:
             server = subprocess.Popen(
@@ -105,7 +104,8 @@ def serve_model(
         try:
             wait_until_ready(server, root, startup_timeout, log_file)
             elapsed = time.monotonic() - started
-            log.info("model %r served at %s/v1 after %.1f s", name, root, elapsed)
+            log.info("model %r served at %s/v1 after %.1f s", served_model_name(model_dir),
+                     root, elapsed)
             yield f"{root}/v1"
         finally:
             stop_process_group(server)
@@ -115,12 +115,12 @@ def wait_until_ready(
     server: subprocess.Popen, root: str, timeout: float, log_file: Path
 ) -> None:
     """Poll /health until it answers; it only does once the model is loaded (the server loads
-    a preloaded model before it starts listening)."""
+    the model before it starts listening)."""
     deadline = time.monotonic() + timeout
     while True:
         if server.poll() is not None:
             raise ActionlmError(
-                f"transformers serve exited with code {server.returncode} before answering at "
+                f"the model server exited with code {server.returncode} before answering at "
                 f"{root}; {log_tail(log_file)}"
             )
         try:
@@ -131,7 +131,7 @@ def wait_until_ready(
             pass
         if time.monotonic() > deadline:
             raise ActionlmError(
-                f"transformers serve did not answer at {root} within {timeout:g} s; "
+                f"the model server did not answer at {root} within {timeout:g} s; "
                 f"{log_tail(log_file)}"
             )
         time.sleep(POLL_S)

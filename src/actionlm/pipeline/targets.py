@@ -83,11 +83,19 @@ def eval_targets(pipe: Pipeline, dataset: str) -> list[str]:
     return targets
 
 
+def zero_shot_recognizers(config: dict) -> list[str]:
+    """The LLM recognizers evaluated on the zero-shot protocols: zero_shot.recognizers of
+    llm_eval.methods (null: all of them)."""
+    chosen = config["zero_shot"]["recognizers"]
+    return [m for m in config["llm_eval"]["methods"] if chosen is None or m in chosen]
+
+
 def zero_shot_methods(pipe: Pipeline) -> list[str]:
     """The evaluations of every zero-shot protocol: the recognizers, their text probes (with
     llm_eval.text_probe) and the text-similarity encoders."""
-    llm = pipe.config["llm_eval"]
-    return (llm["methods"] + ([m + TEXT for m in llm["methods"]] if llm["text_probe"] else []) +
+    recognizers = zero_shot_recognizers(pipe.config)
+    probes = [m + TEXT for m in recognizers] if pipe.config["llm_eval"]["text_probe"] else []
+    return (recognizers + probes +
             [m + TEXT_SIMILARITY for m in pipe.config["zero_shot"]["text_similarity"]])
 
 
@@ -116,8 +124,8 @@ def report_figures(pipe: Pipeline) -> list[str]:
     llm_methods = config["llm_eval"]["methods"]
     for dataset in config["run_datasets"]:
         protocols = encoder_protocols(pipe, dataset)
-        vqvae = [p for p in pipe.dataset(dataset)["protocols"]
-                 if "llm_ar" in llm_methods and (p in protocols or is_zero_shot(p))]
+        vqvae = [p for p in pipe.dataset(dataset)["protocols"] if "llm_ar" in llm_methods and (
+            p in protocols or is_zero_shot(p) and "llm_ar" in zero_shot_recognizers(config))]
         lora = [p for p in protocols if llm_methods]
         figures += [figure("plot_curves", dataset, p, kind="vqvae") for p in vqvae]
         for protocol in protocols if config["encoders"]["methods"] else ():

@@ -17,7 +17,11 @@ reads):
 count, frequency (count / tokens of that split), zipf (Zipf(alpha, beta) probability of that
 rank, alpha/beta from the config.json beside the weights, else 1 / 2.7). ``usage.json``: per
 split n_sentences, n_tokens, used_codes, perplexity (exp of the code-frequency entropy), zipf_js (JS
-divergence of the sorted frequencies from Zipf, Eq. 4), plus samples_per_second.
+divergence of the sorted frequencies from Zipf, Eq. 4), plus samples_per_second and
+``token_probe``: the class information the sentences carry before any LLM, the test top-1 of a
+bag-of-tokens classifier fitted on the train sentences (and chance, 1 / classes), a bound on
+what LoRA can learn from the tokens' identities (null without train and test sentences, or on a
+zero-shot split, whose test classes the train split lacks).
 
 Samples stream from skeletons.parquet in batches (resized and turned into the VQ-VAE's
 skeleton stream on the fly) to the device and the Parquet writer, so memory does not grow
@@ -155,6 +159,7 @@ def tokenize_dataset(
         modality=cfg.modality,
     )
     counts: dict[str, torch.Tensor] = {}
+    all_codes, all_labels, all_splits = [], [], []  # for token_probe
     n_samples = 0
     started = time.perf_counter()
     with (
@@ -181,6 +186,9 @@ def tokenize_dataset(
                     schema=schema,
                 )
             )
+            all_codes.append(codes)
+            all_labels.append(chunk.labels)
+            all_splits += chunk.splits
             for split in set(chunk.splits):
                 rows = torch.tensor([s == split for s in chunk.splits])
                 hist = torch.bincount(codes[rows].flatten(), minlength=cfg.codes)
@@ -197,6 +205,8 @@ def tokenize_dataset(
         "tokens_per_sentence": cfg.tokens,
         "samples_per_second": n_samples / seconds,
         "device": str(device),
+        "token_probe": token_probe(torch.cat(all_codes), torch.cat(all_labels), all_splits,
+                                   cfg.codes),
     }
     log.info(
         "tokenized %d samples in %.2f s (%.0f samples/s on %s)",
@@ -224,6 +234,38 @@ def tokenize_dataset(
         f"perplexity {summary['splits']['all']['perplexity']:.1f}",
     )
     return summary
+
+
+def token_probe(codes: torch.Tensor, labels: torch.Tensor, splits: list[str], n_codes: int,
+                l2: float = 1e-3) -> dict | None:
+    """Test top-1 of a multinomial logistic regression (L2 ``l2``, L-BFGS) on the train
+    sentences. code counts [N, W] -> [N, U]: how much class information the tokens'
+    identities carry before any LLM (the LLM-AR study in the README). None without train and
+    test sentences, or when the test classes are not all among the train ones (zero-shot)."""
+    train = torch.tensor([s == "train" for s in splits])
+    test = torch.tensor([s == "test" for s in splits])
+    labels = labels.long()
+    if not train.any() or not test.any() or not set(labels[test].tolist()) <= set(
+            labels[train].tolist()):
+        return None
+    x = torch.zeros(len(codes), n_codes).scatter_add_(
+        1, codes.long(), torch.ones(codes.shape))
+    classes = int(labels.max()) + 1
+    weight = torch.zeros(n_codes + 1, classes, requires_grad=True)
+    features = torch.cat([x, torch.ones(len(x), 1)], dim=1)
+    optimizer = torch.optim.LBFGS([weight], max_iter=200, line_search_fn="strong_wolfe")
+
+    def loss() -> torch.Tensor:
+        optimizer.zero_grad()
+        value = (torch.nn.functional.cross_entropy(features[train] @ weight, labels[train])
+                 + l2 * weight[:-1].pow(2).sum())
+        value.backward()
+        return value
+
+    optimizer.step(loss)
+    predicted = (features[test] @ weight).argmax(1)
+    return {"bag_of_tokens_top1": float((predicted == labels[test]).float().mean()),
+            "chance": 1.0 / len(set(labels[train].tolist()))}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
