@@ -298,6 +298,18 @@ def test_checkpoint_of_another_config_is_ignored(tmp_path):
     assert CheckpointStore(tmp_path, {"lr": 2}).load() is None
 
 
+def test_checkpoint_of_inputs_rebuilt_since_is_ignored(tmp_path):
+    """An upstream stage rewrote an input at the same path (a new VQ-VAE's sentences): the
+    rerun trains afresh instead of resuming weights fitted to the old content."""
+    sentences = tmp_path / "action_sentences.parquet"
+    sentences.write_bytes(b"old tokens")
+    store = CheckpointStore(tmp_path / "checkpoints", {"lr": 1}, [sentences, None])
+    store.save(Checkpoint(3, {"w": torch.ones(2)}, {"rng": {}}, {"epoch": 1}))
+    assert CheckpointStore(tmp_path / "checkpoints", {"lr": 1}, [sentences]).load().step == 3
+    sentences.write_bytes(b"new tokens")
+    assert CheckpointStore(tmp_path / "checkpoints", {"lr": 1}, [sentences]).load() is None
+
+
 # --- tokenize ------------------------------------------------------------------------------
 
 

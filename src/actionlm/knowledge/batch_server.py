@@ -417,9 +417,12 @@ class Engine:
         seed = integer(request, "seed", *SEED_RANGE) if "seed" in request else 0
         stops = stop_strings(request)
         greedy = not samples(request)
-        with self.lock:
-            prompt = list(self.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, return_dict=False))
+        try:
+            with self.lock:
+                prompt = list(self.tokenizer.apply_chat_template(
+                    messages, add_generation_prompt=True, return_dict=False))
+        except Exception as err:  # a template may refuse an order of roles (jinja's error)
+            raise invalid("messages", f"the model's chat template refused them ({err})") from None
         if not prompt:
             raise invalid("messages", "the chat template made an empty prompt")
         room = self.context - len(prompt)

@@ -302,7 +302,7 @@ class LoraTraining:
 
             ids = [workers.device.index] if workers.device.type == "cuda" else None
             self.network = DistributedDataParallel(recognizer, device_ids=ids)
-        self.store = CheckpointStore(out_dir / "checkpoints", config)
+        self.store = CheckpointStore(out_dir / "checkpoints", config, config["inputs"].values())
         self.answer_lengths = torch.tensor(
             [len(recognizer.answer_ids(c)) for c in recognizer.spec.classes])
 
@@ -400,6 +400,8 @@ class LoraTraining:
             self.record(progress)
             self.save(progress)
         bar.close()
+        if self.workers.main:  # also when a finished checkpoint resumed: the rule removed them
+            write_curves(progress.curves, CURVE_COLUMNS, self.out_dir / "curves.parquet")
         return progress.curves
 
 

@@ -8,10 +8,12 @@ the sample order of each epoch is a function of (seed, epoch) rather than sample
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import random
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,17 +112,28 @@ class Checkpoint:
     progress: dict  # JSON: epoch, position in the epoch, running sums, curves so far
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
 class CheckpointStore:
     """A folder of ``step-N.safetensors`` (weights) + ``step-N.pt`` (optimiser/RNG tensors,
     loaded with weights_only) and ``latest.json`` naming the newest complete pair.
 
     The pair is written first and ``latest.json`` replaced last (each atomically), so a kill
     at any moment leaves the previous checkpoint intact. A checkpoint made with a different
-    ``config`` is ignored (and deleted by the next save): a changed config trains afresh."""
+    ``config``, or from input files of other content (``inputs``: sha256 of each file; a new
+    VQ-VAE's sentences at the same path, a retrained encoder's features), is ignored (and
+    deleted by the next save): a changed config or input trains afresh."""
 
-    def __init__(self, folder: str | os.PathLike, config: dict):
+    def __init__(self, folder: str | os.PathLike, config: dict,
+                 inputs: Iterable[str | os.PathLike | None] = ()):
         self.folder = Path(folder)
-        self.config = json.loads(json.dumps(config))  # as it will read back from JSON
+        digests = {str(path): file_sha256(path) for path in inputs
+                   if path is not None and Path(path).is_file()}
+        # as it will read back from JSON
+        self.config = json.loads(json.dumps({**config, "input_sha256": digests}))
 
     def load(self) -> Checkpoint | None:
         pointer = self.folder / LATEST

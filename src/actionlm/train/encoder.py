@@ -282,7 +282,8 @@ class EncoderTraining:
             "text_encoder": text_encoder if "texts" in self.extras else None,
             "parameters": parameter_count(self.model),
         }
-        self.store = CheckpointStore(out_dir / "checkpoints", self.config)
+        self.store = CheckpointStore(out_dir / "checkpoints", self.config,
+                                     self.config["data"].values())
 
     def build_optimizers(self) -> list[torch.optim.Optimizer]:
         """SGD (Nesterov) for the network and GAP's logit scales; a fine-tuned text encoder

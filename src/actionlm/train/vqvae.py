@@ -223,7 +223,8 @@ class VQVAETraining:
             torch.optim.AdamW(network, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay),
             geoopt.optim.RiemannianAdam([self.model.codebook.weight], lr=train_cfg.lr),
         ]
-        self.store = CheckpointStore(self.out_dir / "checkpoints", self.config)
+        self.store = CheckpointStore(self.out_dir / "checkpoints", self.config,
+                                     self.config["data"].values())
 
     def resume(self) -> Progress:
         checkpoint = self.store.load()
