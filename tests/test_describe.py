@@ -670,7 +670,7 @@ def test_the_key_is_in_no_file_the_stage_wrote(classes_file, tmp_path, monkeypat
 def test_served_model_is_not_started_when_the_cache_answers_all(classes_file, tmp_path,
                                                                 monkeypatch):
     """The served model's cache key does not depend on the server's port: fill the cache
-    through a fake server, then the stage must not start transformers serve at all, unless
+    through a fake server, then the stage must not start the local server at all, unless
     one answer (here a follow-up for a part left out, then a brief description) is missing."""
     from actionlm.knowledge import serve
 
@@ -714,7 +714,7 @@ def test_served_model_is_not_started_when_the_cache_answers_all(classes_file, tm
         assert len(server.requests) == 20 + 4 + 2
         assert last_user_text(server.requests[-1]).startswith(BRIEF_START)
         assert pq.read_table(out).to_pylist() == rows
-    assert {r["source"] for r in rows} == {"transformers-serve/smollm2-test"}
+    assert {r["source"] for r in rows} == {"local-server/smollm2-test"}
 
 
 def test_served_model_is_not_started_again_for_refused_answers(classes_file, tmp_path,

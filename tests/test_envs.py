@@ -23,8 +23,9 @@ SRC = ROOT / "src"
 ENV_FILES = sorted((ROOT / "envs").glob("*.yaml"))
 # The workflow's own tools: they run Snakemake, not a rule.
 WORKFLOW_ONLY = {"snakemake", "snakemake-executor-plugin-slurm"}
-# Needed at run time without an import: `transformers serve` (the local endpoint of describe)
-# runs on fastapi + uvicorn; transformers reads the bundled LLM's GGUF file with gguf.
+# Needed at run time without an import: fastapi + uvicorn for `transformers serve` (describe's
+# local endpoint before actionlm.knowledge.batch_server, kept for users who serve with it);
+# transformers reads the bundled LLM's GGUF file with gguf.
 RUNTIME_ONLY = {"describe": {"fastapi", "uvicorn"}, "prepare-llm": {"gguf"}}
 
 

@@ -11,9 +11,9 @@ and one in-context example per kind (SUGAR's way of fixing the answer format) co
 prompts file that users edit (configs/prompts/describe.yaml). Every request goes through the
 cached client (actionlm.knowledge.client): a rerun sends nothing, an interrupted run resumes.
 Body parts that an answer leaves out are asked one at a time (the file's ``follow_up``), so
-every class gets all six. ``--serve-model-dir`` starts ``transformers serve`` on a prepared
-model folder for the run; ``--import-gap DIR`` reads GAP's released text files instead of
-asking any model.
+every class gets all six. ``--serve-model-dir`` starts the local batching server
+(actionlm.knowledge.batch_server) on a prepared model folder for the run; ``--import-gap DIR``
+reads GAP's released text files instead of asking any model.
 
 Output (descriptions.parquet), one row per text: class_id (the dataset's label), class_name,
 kind (part / synonym / paragraph / motion / brief), part (head, hand, arm, hip, leg, foot;
@@ -64,8 +64,9 @@ BRIEF = "brief"  # asked after KINDS: its question holds the class's motion desc
 DEFAULT_PROMPTS = Path("configs/prompts/describe.yaml")
 GAP_SOURCE = "gap-import"
 FALLBACK_SOURCE = "fallback/label-name"
-# transformers serve decodes greedily unless asked to sample; sampling makes temperature and
-# the per-retry seed matter (a retry after a bad answer must be able to differ).
+# Sampling, so that temperature and the per-retry seed matter (a retry after a bad answer must
+# be able to differ): transformers serve's field, which the local server accepts; part of the
+# cache keys, so answers cached from either server are reused.
 SERVE_SAMPLING = {"generation_config": json.dumps({"do_sample": True})}
 
 DESCRIPTIONS_SCHEMA = pa.schema(
@@ -640,8 +641,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(source fallback/label-name, logged, listed in the metadata) instead of "
                         "failing the stage: for small local models")
     parser.add_argument("--serve-model-dir", type=Path,
-                        help="start `transformers serve` on this prepared model folder for the "
-                        "run and ask it (no API key needed); excludes --base-url")
+                        help="start the local batching server on this prepared model folder for "
+                        "the run and ask it (no API key needed); excludes --base-url")
     parser.add_argument("--serve-device", default="auto", help="device of the served model")
     parser.add_argument("--serve-log", type=Path, help="append the server's output here")
     parser.add_argument("--serve-threads", type=positive_int, default=None,
@@ -663,7 +664,7 @@ def describe_with_served_model(classes: list[tuple], prompts: Prompts,
     from actionlm.knowledge.serve import serve_model, served_model_name
 
     provider = Provider(served_model_name(args.serve_model_dir), api_key_env=None,
-                        name="transformers-serve", extra_body=SERVE_SAMPLING)
+                        name="local-server", extra_body=SERVE_SAMPLING)
     if all_cached(classes, prompts, client_from_args(args, provider)):
         return describe_classes(classes, prompts, client_from_args(args, provider),
                                 args.allow_incomplete)
