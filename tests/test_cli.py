@@ -79,6 +79,7 @@ split --seed -1 0.5
 describe --concurrency 0
 describe --max-retries -1
 describe --timeout 0 nan
+describe --serve-threads 0
 describe-visual --frames-per-class 0
 describe-visual --samples-per-class 0
 describe-visual --frames-per-sample 0
@@ -190,7 +191,7 @@ def test_every_numeric_option_is_bounded_and_covered():
         options = numeric_options(stage)
         assert [o for o, kind in options.items() if not isinstance(kind, Bounded)] == [], stage
         assert {(stage, o) for o in options} == {c for c in covered if c[0] == stage}, stage
-    assert (len(covered), len(BOUND_CASES)) == (102, 136)  # options, out-of-range values
+    assert (len(covered), len(BOUND_CASES)) == (103, 137)  # options, out-of-range values
 
 
 @pytest.mark.parametrize(("command", "option", "value"), BOUND_CASES)
