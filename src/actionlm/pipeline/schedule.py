@@ -20,7 +20,8 @@ Priorities (``priority:``; Snakemake starts the ready jobs of highest priority f
 
 from __future__ import annotations
 
-RECOGNIZERS = ("llm_ar", "sugar")
+from actionlm.pipeline.paths import RECOGNIZERS
+
 KNOWLEDGE_CHAIN = ("prepare_llm", "describe", "describe_visual", "encode_text")
 # train_encoder / extract_features: SUGAR's lead to its LoRA; GAP's to its evaluation
 ENCODER_PRIORITY = {"sugar": 3, "gap": 2}
@@ -33,7 +34,7 @@ def runs_llm(stage: str, wc: dict) -> bool:
     """Whether the job runs the language model: its conversion, describe's local server,
     LoRA, or a recognizer's evaluation (not its text probe, nor an encoder's)."""
     if stage == "evaluate":
-        return wc.get("method") in RECOGNIZERS
+        return wc.get("method") in RECOGNIZERS.split("|")
     return stage in ("prepare_llm", "describe", "lora")
 
 

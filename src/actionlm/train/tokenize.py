@@ -24,9 +24,9 @@ what LoRA can learn from the tokens' identities (null without train and test sen
 zero-shot split, whose test classes the train split lacks).
 
 Samples stream from skeletons.parquet in batches (resized and turned into the VQ-VAE's
-skeleton stream on the fly) to the device and the Parquet writer, so memory does not grow
-with the dataset. The encoder runs under --precision (actionlm.device); the nearest-code
-search is float32 whatever it is.
+skeleton stream on the fly) to the device and the Parquet writer; only the W codes of each
+sample stay in memory (code usage and the probe). The encoder runs under --precision
+(actionlm.device); the nearest-code search is float32 whatever it is.
 """
 
 from __future__ import annotations
@@ -158,9 +158,7 @@ def tokenize_dataset(
         protocol=protocol,
         modality=cfg.modality,
     )
-    counts: dict[str, torch.Tensor] = {}
-    all_codes, all_labels, all_splits = [], [], []  # for token_probe
-    n_samples = 0
+    all_codes, all_labels, all_splits = [], [], []  # W codes per sample: usage and probe
     started = time.perf_counter()
     with (
         atomic_path(out_dir / "action_sentences.parquet") as tmp,
@@ -189,12 +187,11 @@ def tokenize_dataset(
             all_codes.append(codes)
             all_labels.append(chunk.labels)
             all_splits += chunk.splits
-            for split in set(chunk.splits):
-                rows = torch.tensor([s == split for s in chunk.splits])
-                hist = torch.bincount(codes[rows].flatten(), minlength=cfg.codes)
-                counts[split] = counts.get(split, torch.zeros(cfg.codes, dtype=torch.long)) + hist
-            n_samples += len(chunk)
     seconds = time.perf_counter() - started
+    codes, labels, n_samples = torch.cat(all_codes), torch.cat(all_labels), len(all_splits)
+    counts = {split: torch.bincount(codes[torch.tensor([s == split for s in all_splits])]
+                                    .flatten(), minlength=cfg.codes)
+              for split in dict.fromkeys(all_splits)}
     counts["all"] = sum(counts.values())
     summary = {
         "splits": {
@@ -205,8 +202,7 @@ def tokenize_dataset(
         "tokens_per_sentence": cfg.tokens,
         "samples_per_second": n_samples / seconds,
         "device": str(device),
-        "token_probe": token_probe(torch.cat(all_codes), torch.cat(all_labels), all_splits,
-                                   cfg.codes),
+        "token_probe": token_probe(codes, labels, all_splits, cfg.codes),
     }
     log.info(
         "tokenized %d samples in %.2f s (%.0f samples/s on %s)",
