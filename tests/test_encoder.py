@@ -127,6 +127,21 @@ def test_ctrgcn_has_the_published_size_and_both_backbones_share_the_interface():
         assert model(x).shape == (2, 5)
 
 
+def test_ctr_gc_refines_the_topology_from_temporal_means_of_phi_and_psi():
+    """CTR-GC (Eqs. 3-6) as CTR-GCN's code writes it: phi(x) and psi(x) over every frame, then
+    their temporal means; the layer takes phi and psi of the mean (they are pointwise linear)."""
+    from actionlm.models.ctrgcn import ChannelTopologyGC
+
+    torch.manual_seed(0)
+    gc = ChannelTopologyGC(6, 12).eval()
+    x, shared, alpha = torch.randn(3, 6, 10, 25), torch.randn(25, 25), torch.tensor([0.7])
+    u, v = gc.phi(x).mean(dim=2), gc.psi(x).mean(dim=2)
+    topology = gc.refine(torch.tanh(u.unsqueeze(-1) - v.unsqueeze(-2))) * alpha + shared
+    expected = torch.einsum("ncuv,nctv->nctu", topology, gc.xi(x))
+    assert torch.allclose(gc(x, shared, alpha, x.mean(dim=2, keepdim=True)), expected,
+                          atol=1e-5)
+
+
 def test_sugar_variant_drops_temporal_max_pooling():
     def pools(method):
         model = SkeletonEncoder(EncoderConfig(method=method, layout="ntu25", num_class=5,

@@ -117,6 +117,46 @@ def recognizer_codes(inputs) -> torch.Tensor:
         return load_vqvae(inputs["vqvae"]).codebook.tangent_codes()
 
 
+def test_the_shared_prompt_head_gives_the_loss_and_gradients_of_running_each_row(
+        llm_ar_inputs):
+    """Training runs the prompt's common beginning once per batch and reuses its keys and
+    values for every row; gradient checkpointing runs it in each row instead. Both must give
+    the same loss and gradients, including for rows of different lengths (padding after the
+    shared head) and through the LoRA matrices that shape the head's keys and values."""
+    from actionlm.llm.lora import vqvae_codebook
+    from actionlm.llm.recognizer import Recognizer, RecognizerSpec, base_fingerprint
+
+    llm = llm_ar_inputs["llm"]
+    codebook, _ = vqvae_codebook(llm_ar_inputs["sentences"], llm_ar_inputs["vqvae"], 64)
+    spec = RecognizerSpec("llm_ar", CLASSES, CLASSES, LoraSettings(r=2, dropout=0.0),
+                          {"llm": str(llm), **base_fingerprint(llm)}, codes=CODES)
+    recognizer = Recognizer(spec, llm, torch.device("cpu"), codebook).train()
+    with torch.no_grad():  # LoRA's B starts at zero: give the adapters an effect on the head
+        for name, p in recognizer.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    tokens, labels = [[1, 2, 3, 4], [5, 6], [7, 8, 9, 10, 11, 12]], [0, 2, 1]
+
+    def loss_and_grads():
+        recognizer.zero_grad()
+        loss, correct, n = recognizer(tokens, labels)
+        loss.backward()
+        return loss, n, {k: p.grad.clone() for k, p in recognizer.named_parameters()
+                         if p.requires_grad}
+
+    shared = loss_and_grads()
+    assert len(recognizer.prompt_pieces(None)[0]) > 1
+    recognizer.model.gradient_checkpointing_enable(
+        gradient_checkpointing_kwargs={"use_reentrant": False})
+    per_row = loss_and_grads()
+    assert shared[1] == per_row[1] == sum(len(recognizer.answer_ids(CLASSES[c])) for c in labels)
+    assert torch.allclose(shared[0], per_row[0], rtol=1e-5)
+    lora_b = [k for k in shared[2] if "lora_B" in k and "layers.0." in k]
+    assert lora_b and all(shared[2][k].abs().sum() > 0 for k in lora_b)
+    assert all(torch.allclose(shared[2][k], per_row[2][k], rtol=1e-4, atol=1e-6)
+               for k in shared[2])
+
+
 def test_resume_after_interruption_ends_with_the_same_weights(llm_ar_inputs, tmp_path, monkeypatch):
     args = ("--epochs", "2", "--checkpoint-every", "2", "--lora-dropout", "0.1")
     train_lora(lora_args(llm_ar_inputs, tmp_path / "whole", *args))

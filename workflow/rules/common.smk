@@ -33,8 +33,9 @@ def adapted(function):
 
 
 def threads_of(stage):
-    """Torch threads (sbatch --cpus-per-task): compute.llm_threads for a job that runs the
-    LLM, else compute.threads (actionlm.pipeline.schedule)."""
+    """Torch threads (sbatch --cpus-per-task): compute.lora_threads for LoRA,
+    compute.llm_threads for another job that runs the LLM, else compute.threads
+    (actionlm.pipeline.schedule)."""
     return lambda wildcards: job_threads(config, stage, dict(wildcards.items()))
 
 

@@ -44,10 +44,13 @@ class ChannelTopologyGC(nn.Module):
         for conv in (self.phi, self.psi, self.xi, self.refine):
             conv_init(conv)
 
-    def forward(self, x: torch.Tensor, shared: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        # x [N, C, T, V]; temporal means give one topology per sample and channel
-        u = self.phi(x).mean(dim=2)
-        v = self.psi(x).mean(dim=2)
+    def forward(self, x: torch.Tensor, shared: torch.Tensor, alpha: torch.Tensor,
+                time_mean: torch.Tensor) -> torch.Tensor:
+        """x [N, C, T, V] and its temporal mean [N, C, 1, V]: phi and psi are pointwise linear
+        maps, so the temporal mean of their outputs (one topology per sample and channel) is
+        their output on the mean, T times cheaper to compute."""
+        u = self.phi(time_mean).squeeze(2)
+        v = self.psi(time_mean).squeeze(2)
         relation = torch.tanh(u.unsqueeze(-1) - v.unsqueeze(-2))  # [N, R, V, V]
         topology = self.refine(relation) * alpha + shared  # [N, C', V, V]
         return torch.einsum("ncuv,nctv->nctu", topology, self.xi(x))
@@ -76,7 +79,9 @@ class TopologyGCN(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = sum(conv(x, self.adjacency[i], self.alpha) for i, conv in enumerate(self.convs))
+        time_mean = x.mean(dim=2, keepdim=True)
+        y = sum(conv(x, self.adjacency[i], self.alpha, time_mean)
+                for i, conv in enumerate(self.convs))
         y = self.bn(y)
         if self.down is not None:
             y = y + self.down(x)

@@ -1,21 +1,24 @@
 """How the jobs share one machine: each job's threads and its priority among the ready jobs.
 
 Threads (``threads:``; on SLURM ``--cpus-per-task``): the jobs that run the language model
-(its conversion, describe's local server, LoRA, an LLM recognizer's evaluation) take
-``compute.llm_threads``, every other job ``compute.threads``. On the 2-core default an LLM job
-thus has both cores (a 135M model gains ~1.8x from the second), and the small networks
-(encoders, VQ-VAE, feature extraction) run two at a time on one thread each, where a second
-thread would gain them little.
+(its conversion, describe's local server, an LLM recognizer's evaluation) take
+``compute.llm_threads``, LoRA ``compute.lora_threads`` (null: llm_threads), every other job
+``compute.threads``. On the 2-core default an evaluation has both cores (scoring gains 1.7x
+from the second), while LoRA and the small networks (encoders, VQ-VAE, feature extraction)
+run two at a time on one thread each: a second thread gains LoRA only 1.4x (SmolLM2-135M,
+170 steps: 175 s on two threads alone, 245 s on one beside another such job), so the two
+recognizers' LoRA side by side end sooner than one after the other on both cores.
 
 Priorities (``priority:``; Snakemake starts the ready jobs of highest priority first):
 
 1. the knowledge chain, prepare-llm -> describe -> encode-text, which gates the GAP and SUGAR
    encoders: the head of the longest chain, started before anything long;
-2. then the small networks by the length of what waits on them: SUGAR's encoder and features
-   (its LoRA and evaluation follow), GAP's encoder, then the others;
-3. the LLM jobs after every small job that is ready: they need all their threads at once, so
-   they run when the small jobs are done or waiting on them, and no small job is left to run
-   alone on one core at the end.
+2. then SUGAR's encoder and features and the LoRA runs, the longest jobs of the two longest
+   chains (describe -> SUGAR's encoder -> LoRA, VQ-VAE -> LoRA), then GAP's encoder, then the
+   other small jobs;
+3. the recognizers' evaluations last: they need both cores at once, so they run when the
+   small jobs are done or waiting on them, and no small job is left alone on one core at the
+   end.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from actionlm.pipeline.paths import RECOGNIZERS
 KNOWLEDGE_CHAIN = ("prepare_llm", "describe", "describe_visual", "encode_text")
 # train_encoder / extract_features: SUGAR's lead to its LoRA; GAP's to its evaluation
 ENCODER_PRIORITY = {"sugar": 3, "gap": 2}
+LORA_PRIORITY = 3
 KNOWLEDGE_PRIORITY = 4
 SMALL_JOB_PRIORITY = 1
 LLM_JOB_PRIORITY = 0
@@ -40,12 +44,16 @@ def runs_llm(stage: str, wc: dict) -> bool:
 
 def job_threads(config: dict, stage: str, wc: dict) -> int:
     compute = config["compute"]
+    if stage == "lora" and compute["lora_threads"]:
+        return compute["lora_threads"]
     return compute["llm_threads"] if runs_llm(stage, wc) else compute["threads"]
 
 
 def job_priority(stage: str, wc: dict) -> int:
     if stage in KNOWLEDGE_CHAIN:
         return KNOWLEDGE_PRIORITY
+    if stage == "lora":
+        return LORA_PRIORITY
     if runs_llm(stage, wc):
         return LLM_JOB_PRIORITY
     if stage in ("train_encoder", "extract_features"):
