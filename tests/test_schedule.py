@@ -42,7 +42,8 @@ def test_priorities_put_the_longest_chains_first_and_evaluations_last():
              job_priority("evaluate", {"method": "sugar"})]
     assert order == sorted(order, reverse=True) and len(set(order)) == len(order)
     assert job_priority("extract_features", {"method": "sugar"}) == order[1]
-    assert job_priority("lora", {"method": "llm_ar"}) == order[1]
+    for stage in ("train_vqvae", "tokenize", "lora"):  # LLM-AR's chain to its LoRA
+        assert job_priority(stage, {"method": "llm_ar"}) == order[1]
     assert job_priority("evaluate", {"method": "llm_ar"}) == order[-1]
     assert job_priority("evaluate", {"method": "gap_textsim"}) == order[3]
 

@@ -13,9 +13,9 @@ Priorities (``priority:``; Snakemake starts the ready jobs of highest priority f
 
 1. the knowledge chain, prepare-llm -> describe -> encode-text, which gates the GAP and SUGAR
    encoders: the head of the longest chain, started before anything long;
-2. then SUGAR's encoder and features and the LoRA runs, the longest jobs of the two longest
-   chains (describe -> SUGAR's encoder -> LoRA, VQ-VAE -> LoRA), then GAP's encoder, then the
-   other small jobs;
+2. then the two chains that end in LoRA, the longest jobs: SUGAR's encoder and features, and
+   LLM-AR's VQ-VAE and tokens, and the LoRA runs themselves (a tokenize of 5 s left behind the
+   encoders delayed LLM-AR's LoRA by 275 s); then GAP's encoder, then the other small jobs;
 3. the recognizers' evaluations last: they need both cores at once, so they run when the
    small jobs are done or waiting on them, and no small job is left alone on one core at the
    end.
@@ -26,12 +26,13 @@ from __future__ import annotations
 from actionlm.pipeline.paths import RECOGNIZERS
 
 KNOWLEDGE_CHAIN = ("prepare_llm", "describe", "describe_visual", "encode_text")
-# train_encoder / extract_features: SUGAR's lead to its LoRA; GAP's to its evaluation
-ENCODER_PRIORITY = {"sugar": 3, "gap": 2}
-LORA_PRIORITY = 3
+# the LoRA runs and what leads to them; GAP's encoder and features lead to its evaluation
+LORA_CHAIN_PRIORITY = 3
+LORA_CHAIN = ("train_vqvae", "tokenize", "lora")
+ENCODER_PRIORITY = {"sugar": LORA_CHAIN_PRIORITY, "gap": 2}
 KNOWLEDGE_PRIORITY = 4
 SMALL_JOB_PRIORITY = 1
-LLM_JOB_PRIORITY = 0
+EVALUATION_PRIORITY = 0
 
 
 def runs_llm(stage: str, wc: dict) -> bool:
@@ -52,10 +53,10 @@ def job_threads(config: dict, stage: str, wc: dict) -> int:
 def job_priority(stage: str, wc: dict) -> int:
     if stage in KNOWLEDGE_CHAIN:
         return KNOWLEDGE_PRIORITY
-    if stage == "lora":
-        return LORA_PRIORITY
+    if stage in LORA_CHAIN:
+        return LORA_CHAIN_PRIORITY
     if runs_llm(stage, wc):
-        return LLM_JOB_PRIORITY
+        return EVALUATION_PRIORITY
     if stage in ("train_encoder", "extract_features"):
         return ENCODER_PRIORITY.get(wc.get("method"), SMALL_JOB_PRIORITY)
     return SMALL_JOB_PRIORITY

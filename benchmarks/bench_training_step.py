@@ -1,0 +1,156 @@
+"""Seconds per training step of the two networks that dominate the default's CPU time, each
+against a baseline computed the straightforward way in this process, on the same weights and
+batch (the gradients must agree, or the figures are not printed):
+
+- LoRA on SmolLM2-135M (an LLM-AR recognizer, 16 action tokens, a batch of 8): the prompt's
+  common head (chat header and instruction, 31 tokens) run once for the batch with its keys and
+  values repeated for every row (``Recognizer.forward``), against every row running its whole
+  prompt (the baseline: ``prompt_embeddings`` + one model call);
+- the CTR-GCN encoder of the default (c = 8, 32 frames, 2 bodies, a batch of 32, one thread):
+  CTR-GC's phi and psi on the temporal mean of the input (``ChannelTopologyGC``), against phi
+  and psi on every frame and then the mean (the baseline, CTR-GCN's code).
+
+    python benchmarks/bench_training_step.py                  # prepares the bundled SmolLM2
+    python benchmarks/bench_training_step.py --llm resources/llm/smollm2-135m-instruct
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from actionlm.data.prepare_llm import DEFAULT_SOURCE, prepare_llm
+from actionlm.llm.recognizer import (
+    IGNORE,
+    LoraSettings,
+    Recognizer,
+    RecognizerSpec,
+    base_fingerprint,
+)
+from actionlm.models import ctrgcn
+from actionlm.models.encoder import EncoderConfig, SkeletonEncoder
+
+
+def seconds_per_step(step, repeats: int) -> tuple[float, dict[str, torch.Tensor]]:
+    """Median seconds of ``repeats`` calls after one warm-up, and the gradients of the last."""
+    step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        grads = step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), grads
+
+
+def gradients(module: torch.nn.Module, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    module.zero_grad(set_to_none=True)
+    loss.backward()
+    return {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+
+
+def per_row_loss(recognizer: Recognizer, tokens: torch.Tensor, labels: list[int]) -> torch.Tensor:
+    """The baseline: every row runs its whole prompt, then its answer (same loss as forward)."""
+    prompt, prompt_mask = recognizer.prompt_embeddings(tokens)
+    answers = [recognizer.answer_ids(recognizer.spec.classes[c]) for c in labels]
+    width = max(map(len, answers))
+    targets = torch.full((len(answers), width), IGNORE)
+    for i, ids in enumerate(answers):
+        targets[i, :len(ids)] = torch.tensor(ids)
+    mask = torch.cat([prompt_mask, (targets != IGNORE).long()], dim=1)
+    embeds = recognizer.model.get_input_embeddings()(targets.clamp_min(0))
+    out = recognizer.model(inputs_embeds=torch.cat([prompt, embeds], dim=1), attention_mask=mask,
+                           position_ids=(mask.cumsum(1) - 1).clamp_min(0),
+                           logits_to_keep=width + 1)
+    return F.cross_entropy(out.logits[:, :-1].float().flatten(0, 1), targets.flatten(),
+                           ignore_index=IGNORE, reduction="sum")
+
+
+def bench_lora(llm: Path, threads: int, repeats: int) -> None:
+    torch.set_num_threads(threads)
+    classes = [f"action number {i}" for i in range(19)]
+    base = {"llm": str(llm), **base_fingerprint(llm)}
+    spec = RecognizerSpec("llm_ar", classes, classes, LoraSettings(dropout=0.0), base, codes=512)
+    gen = torch.Generator().manual_seed(0)
+    codebook = torch.randn(512, base["hidden_size"], generator=gen) * 0.05
+    recognizer = Recognizer(spec, llm, torch.device("cpu"), codebook).train()
+    with torch.no_grad():  # adapters with an effect, so that their gradients are compared
+        for name, p in recognizer.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02, generator=gen)
+    tokens = torch.randint(0, 512, (8, 16), generator=gen)
+    labels = torch.randint(0, len(classes), (8,), generator=gen).tolist()
+    shared_s, shared = seconds_per_step(
+        lambda: gradients(recognizer, recognizer(tokens, labels)[0]), repeats)
+    row_s, per_row = seconds_per_step(
+        lambda: gradients(recognizer, per_row_loss(recognizer, tokens, labels)), repeats)
+    check_same(shared, per_row, "LoRA")
+    head = len(recognizer.prompt_pieces(None)[0])
+    print(f"LoRA step (SmolLM2-135M, batch 8, {head}-token shared head, {threads} threads): "
+          f"per-row prompts {row_s:.3f} s, shared head {shared_s:.3f} s: "
+          f"{row_s / shared_s:.2f}x")
+
+
+@contextmanager
+def topology_on_every_frame():
+    """The baseline CTR-GC: phi and psi over every frame, then their temporal means."""
+    def forward(self, x, shared, alpha, time_mean):
+        u, v = self.phi(x).mean(dim=2), self.psi(x).mean(dim=2)
+        topology = self.refine(torch.tanh(u.unsqueeze(-1) - v.unsqueeze(-2))) * alpha + shared
+        return torch.einsum("ncuv,nctv->nctu", topology, self.xi(x))
+
+    own = ctrgcn.ChannelTopologyGC.forward
+    ctrgcn.ChannelTopologyGC.forward = forward
+    try:
+        yield
+    finally:
+        ctrgcn.ChannelTopologyGC.forward = own
+
+
+def bench_encoder(repeats: int) -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = SkeletonEncoder(EncoderConfig("ce", "ntu25", 19, base_channels=8, window=32))
+    x, y = torch.randn(32, 32, 2, 25, 3), torch.randint(0, 19, (32,))
+    model.eval()  # batch norm on fixed statistics: both versions see the same network
+
+    def step():
+        return gradients(model, F.cross_entropy(model(x), y))
+
+    mean_s, mean_first = seconds_per_step(step, repeats)
+    with topology_on_every_frame():
+        frames_s, every_frame = seconds_per_step(step, repeats)
+    check_same(mean_first, every_frame, "CTR-GCN")
+    print(f"CTR-GCN step (c = 8, 32 frames, batch 32, 1 thread): topology from every frame "
+          f"{frames_s:.3f} s, from the temporal mean {mean_s:.3f} s: {frames_s / mean_s:.2f}x")
+
+
+def check_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], what: str) -> None:
+    if set(a) != set(b) or not all(torch.allclose(a[n], b[n], rtol=1e-3, atol=1e-5) for n in a):
+        raise SystemExit(f"{what}: the two computations give different gradients")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--llm", type=Path, help="a prepared LLM folder (default: prepare the "
+                        "bundled SmolLM2 into a temporary folder)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the LoRA step")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    bench_encoder(args.repeats)
+    if args.llm:
+        bench_lora(args.llm, args.threads, args.repeats)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        prepare_llm(DEFAULT_SOURCE, Path(tmp) / "llm")
+        bench_lora(Path(tmp) / "llm", args.threads, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
