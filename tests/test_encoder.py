@@ -337,6 +337,19 @@ def test_resume_after_kill_gives_the_uninterrupted_result(data_dir, texts, tmp_p
     assert_same_run(tmp_path / "straight", tmp_path / "killed", "last.safetensors")
 
 
+def test_a_rerun_on_a_finished_checkpoint_writes_every_output_again(data_dir, tmp_path):
+    """Killed after its last checkpoint, a job's outputs are removed by Snakemake's rerun
+    (--rerun-incomplete); resuming from that checkpoint trains nothing and must still write
+    them all, the curves included (tests/test_faults.py met it when a kill landed there)."""
+    train(data_dir, tmp_path, "ce")
+    curves = pd.read_parquet(tmp_path / "curves.parquet")
+    for name in ("curves.parquet", "last.safetensors", "best.safetensors"):
+        (tmp_path / name).unlink()
+    assert train(data_dir, tmp_path, "ce") == curves.to_dict("records")
+    assert pd.read_parquet(tmp_path / "curves.parquet").equals(curves)
+    assert (tmp_path / "last.safetensors").is_file() and (tmp_path / "best.safetensors").is_file()
+
+
 # --- bad input ---------------------------------------------------------------------------------
 
 

@@ -186,7 +186,7 @@ def test_rerun_plans_nothing_and_changes_rerun_only_their_stage(workdir):
     assert plan({"lora": {"llm_ar": {"lr": 0.01}}}) == jobs(
         LLM_AR, {"zeroshot_summary": 1, "plot_curves": 1}, REPORT)
     # Restating values (another spelling, another overlay) reruns nothing.
-    assert plan({"lora": {"llm_ar": {"lr": 3e-3}}, "encoders": {"train": {"epochs": 1.0}},
+    assert plan({"lora": {"llm_ar": {"lr": 5e-3}}, "encoders": {"train": {"epochs": 1.0}},
                  "vqvae": {"train": {"lr": 1e-3}}}) == {}
     # Threads, micro-batches, inference batches and devices are resources: nothing reruns.
     assert plan({"compute": {"threads": 3, "llm_threads": 1, "device": "cpu"},

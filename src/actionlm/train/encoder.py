@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -72,7 +73,7 @@ from actionlm.device import (
     set_threads,
 )
 from actionlm.errors import ActionlmError
-from actionlm.io import write_json
+from actionlm.io import atomic_path, write_json
 from actionlm.models.encoder import (
     BACKBONES,
     METHODS,
@@ -431,9 +432,15 @@ class EncoderTraining:
                     self.save(progress)
             bar.close()
             self.end_epoch(progress, epoch, steps_per_epoch, time.perf_counter() - started)
+        # every output, also when a finished checkpoint resumed (a rerun of a killed job
+        # removed them): the best epoch's weights wait in the checkpoint folder
+        write_curves(progress.curves, CURVE_COLUMNS, self.out_dir / "curves.parquet")
         save_encoder(self.model, self.out_dir / "last.safetensors")
         if self.val is None:
             save_encoder(self.model, self.out_dir / "best.safetensors")
+        else:
+            with atomic_path(self.out_dir / "best.safetensors") as tmp:
+                shutil.copyfile(self.store.folder / "best.safetensors", tmp)
         return progress.curves
 
     def end_epoch(self, progress: Progress, epoch: int, steps_per_epoch: int,
@@ -448,7 +455,7 @@ class EncoderTraining:
             f"{k}={v:.4g}" for k, v in row.items() if k not in ("epoch", "step")))
         if val_top1 > progress.best_val:  # NaN (no val split) never counts as better
             progress.best_val = val_top1
-            save_encoder(self.model, self.out_dir / "best.safetensors")
+            save_encoder(self.model, self.store.folder / "best.safetensors")
         progress.curves.append(row)
         progress.epoch, progress.batch = epoch + 1, 0
         progress.sums, progress.seen = dict.fromkeys(SUMS, 0.0), 0

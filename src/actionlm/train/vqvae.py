@@ -294,6 +294,8 @@ class VQVAETraining:
             progress.epoch, progress.batch, progress.tally = epoch + 1, 0, None
             write_curves(progress.curves, CURVE_COLUMNS, self.out_dir / "curves.parquet")
             self.save(progress)
+        # also when a finished checkpoint resumed: a rerun of a killed job removed its outputs
+        write_curves(progress.curves, CURVE_COLUMNS, self.out_dir / "curves.parquet")
         save_vqvae(self.model, self.out_dir / "vqvae.safetensors")
         return progress.curves
 
