@@ -757,9 +757,14 @@ def test_command_level_problem_is_a_one_line_error(shared, tmp_path, capsys, cas
 # --------------------------------------------------------------------------- the real command
 
 
-def actionlm_command() -> list[str]:
+def prepare_console(src: Path, out: Path, *extra: str) -> Result:
+    """`actionlm prepare --format ntu-raw` run as the installed command, in its own process."""
     script = Path(sys.executable).with_name("actionlm")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "actionlm.cli"]
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "actionlm.cli"]
+    proc = subprocess.run(
+        [*command, "prepare", "--format", "ntu-raw", "--src", str(src), "--out", str(out),
+         "--workers", "1", *extra], capture_output=True, text=True, timeout=120)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
 def test_console_script_strict_error_is_one_line_without_traceback(shared, tmp_path):
@@ -767,21 +772,12 @@ def test_console_script_strict_error_is_one_line_without_traceback(shared, tmp_p
     src, out = tmp_path / "raw", tmp_path / "out"
     kind = next(k for k in NTU_KINDS if k.name == "truncated_mid_frame")
     ((bad, _),) = ntu_folder(shared, src, [kind]).items()
-    proc = subprocess.run(
-        [*actionlm_command(), "prepare", "--format", "ntu-raw", "--src", str(src), "--out",
-         str(out), "--dataset", "ntu60", "--workers", "1", "--strict"],
-        capture_output=True, text=True, timeout=120,
-    )
-    result = Result(proc.returncode, proc.stdout, proc.stderr)
+    result = prepare_console(src, out, "--dataset", "ntu60", "--strict")
     assert result.code == 2
     assert result.error_line().startswith(f"actionlm: error: {bad}: truncated")
     assert_nothing_written(out)
 
-    lenient = subprocess.run(
-        [*actionlm_command(), "prepare", "--format", "ntu-raw", "--src", str(src), "--out",
-         str(out), "--dataset", "ntu60", "--workers", "1", "--protocols", "none"],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert lenient.returncode == 0 and "Traceback" not in lenient.stderr
-    assert lenient.stdout.startswith("prepared 2 samples, rejected 1; ")
-    assert f"  rejected {bad}: truncated" in lenient.stdout
+    lenient = prepare_console(src, out, "--dataset", "ntu60", "--protocols", "none")
+    assert lenient.code == 0 and "Traceback" not in lenient.err
+    assert lenient.out.startswith("prepared 2 samples, rejected 1; ")
+    assert f"  rejected {bad}: truncated" in lenient.out

@@ -11,7 +11,6 @@ camera / subject / action fields (the fields only name the file: its content is 
 from __future__ import annotations
 
 import logging
-import subprocess
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -22,9 +21,9 @@ from test_malformed import (
     NTU_GOOD,
     NTU_RAW,
     Result,
-    actionlm_command,
     assert_nothing_written,
     prepare_cli,
+    prepare_console,
 )
 
 TEST_SUBJECT, TRAIN_SUBJECT = NTU_GOOD  # P003 is an xsub test subject, P004 a training one; C001
@@ -122,12 +121,7 @@ def test_explicit_impossible_protocol_is_one_line_before_decoding(shared, tmp_pa
     protocol error shows that the file names were checked before any file was decoded."""
     src, out = one_camera(shared, tmp_path / "raw"), tmp_path / "out"
     (src / "S001C001P001R001A001.skeleton").write_bytes(b"\x00" * 100)
-    proc = subprocess.run(
-        [*actionlm_command(), "prepare", "--format", "ntu-raw", "--src", str(src), "--out",
-         str(out), "--workers", "1", "--protocols", "xsub,xview", "--strict"],
-        capture_output=True, text=True, timeout=120,
-    )
-    result = Result(proc.returncode, proc.stdout, proc.stderr)
+    result = prepare_console(src, out, "--protocols", "xsub,xview", "--strict")
     assert result.code == 2
     assert result.error_line() == (
         "actionlm: error: protocol 'xview' leaves the train split empty: no sample of camera 2 "
