@@ -165,12 +165,9 @@ def test_class_vectors_average_the_chosen_kinds_of_normalised_texts(tmp_path):
         class_vectors(path, 2, ("visual",))
 
 
-@pytest.mark.parametrize("method", ["gap", "sugar"])
-def test_text_similarity_ranks_by_cosine_as_computed_by_hand(small_ntu_data, tmp_path, method,
-                                                            torch_one_thread):
-    """A random encoder and random class texts: ZSL scores and GZSL numbers equal the cosine
-    of the language head's embedding to each class's mean text, computed here."""
-    data = small_ntu_data
+def random_text_encoder(data, tmp_path, method: str):
+    """A random encoder with a 6-wide language head on ``xview_unseen4_seed0`` of ``data`` and
+    random class texts: (model, its weights file, the split, the texts by kind, their table)."""
     split = tmp_path / "split.parquet"
     write_split(data / "skeletons.parquet", data / "classes.parquet",
                 data / "embedded_splits.parquet", "xview_unseen4_seed0", split)
@@ -185,12 +182,28 @@ def test_text_similarity_ranks_by_cosine_as_computed_by_hand(small_ntu_data, tmp
                                                "sugar_kinds": ["motion"]}}))
     gen = np.random.default_rng(0)
     kinds = {kind: gen.normal(size=(19, 6)) for kind in ("name", "synonym", "motion")}
-    texts = text_table(tmp_path / "texts.parquet", kinds)
-    out = tmp_path / "eval"
+    return model, weights, split, kinds, text_table(tmp_path / "texts.parquet", kinds)
+
+
+def text_similarity(data, weights, split, texts, out, precision: str) -> np.ndarray:
+    """``actionlm evaluate --method text_similarity`` on the CPU; the scores it wrote."""
     assert main(["evaluate", "--method", "text_similarity", "--model", str(weights),
                  "--skeletons", str(data / "skeletons.parquet"), "--split", str(split),
                  "--classes", str(data / "classes.parquet"), "--texts", str(texts),
-                 "--out", str(out), "--device", "cpu", "--class-texts", "both"]) == 0
+                 "--out", str(out), "--device", "cpu", "--precision", precision,
+                 "--class-texts", "both"]) == 0
+    return np.stack(pq.read_table(out / "predictions.parquet")["scores"].to_pylist())
+
+
+@pytest.mark.parametrize("method", ["gap", "sugar"])
+def test_text_similarity_ranks_by_cosine_as_computed_by_hand(small_ntu_data, tmp_path, method,
+                                                            torch_one_thread):
+    """A random encoder and random class texts: ZSL scores and GZSL numbers equal the cosine
+    of the language head's embedding to each class's mean text, computed here."""
+    data = small_ntu_data
+    model, weights, split, kinds, texts = random_text_encoder(data, tmp_path, method)
+    out = tmp_path / "eval"
+    scores = text_similarity(data, weights, split, texts, out, "fp32")
 
     trained = "synonym" if method == "gap" else "motion"
     class_vec = F.normalize(sum(F.normalize(torch.tensor(kinds[k], dtype=torch.float32), dim=1)
@@ -205,14 +218,24 @@ def test_text_similarity_ranks_by_cosine_as_computed_by_hand(small_ntu_data, tmp
     zsl = np.isin(labels, unseen)
     predictions = pq.read_table(out / "predictions.parquet").to_pandas()
     assert list(predictions["sample_id"]) == [s for s, z in zip(store.sample_ids, zsl) if z]
-    np.testing.assert_allclose(np.stack(predictions["scores"]), by_hand[zsl][:, unseen],
-                               atol=1e-5)
+    np.testing.assert_allclose(scores, by_hand[zsl][:, unseen], atol=1e-5)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["method"] == f"{method}_textsim" and metrics["unseen_labels"] == unseen
     expected = gzsl_accuracy(by_hand, labels, unseen)
     assert metrics["gzsl"]["harmonic"] == pytest.approx(expected["harmonic"])
     assert metrics["gzsl"]["seen"] == pytest.approx(expected["seen"])
     assert "validation_gamma" not in metrics["gzsl"]  # only a validation protocol chooses one
+
+
+def test_text_similarity_under_bf16_autocast_writes_the_float32_cosines_closely(
+        small_ntu_data, tmp_path, torch_one_thread):
+    """The encoder in bf16, as ``--precision auto`` runs it on a CPU with AMX: the cosines are
+    taken in float32 after it (bf16 scores once failed to become numpy)."""
+    _, weights, split, _, texts = random_text_encoder(small_ntu_data, tmp_path, "gap")
+    fp32, bf16 = (text_similarity(small_ntu_data, weights, split, texts, tmp_path / p, p)
+                  for p in ("fp32", "bf16"))
+    assert not np.array_equal(fp32, bf16)  # the encoder did run in bf16
+    np.testing.assert_allclose(bf16, fp32, atol=3e-2)
 
 
 def test_text_similarity_refuses_an_encoder_without_a_language_head(small_ntu_data, tmp_path,

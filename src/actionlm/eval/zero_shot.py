@@ -110,8 +110,9 @@ def language_scores(model: SkeletonEncoder, files: SplitFiles, splits: tuple[str
             index = torch.arange(start, min(start + batch_size, len(store)))
             embedding = model.language_embedding(make_clips(store, index, model.cfg.window,
                                                             (interval,)).to(device))
-            out.append(F.normalize(embedding.float(), dim=1).cpu() @ texts.T)
-    return torch.cat(out).numpy(), store.labels.numpy(), store.sample_ids
+            out.append(embedding.float().cpu())
+    scores = F.normalize(torch.cat(out), dim=1) @ texts.float().T  # float32, outside autocast
+    return scores.numpy(), store.labels.numpy(), store.sample_ids
 
 
 def gzsl_accuracy(scores: np.ndarray, labels: np.ndarray, unseen: list[int],
