@@ -5,7 +5,9 @@ batch (the gradients must agree, or the figures are not printed):
 - LoRA on SmolLM2-135M (an LLM-AR recognizer, 16 action tokens, a batch of 8): the prompt's
   common head (chat header and instruction, 31 tokens) run once for the batch with its keys and
   values repeated for every row (``Recognizer.forward``), against every row running its whole
-  prompt (the baseline: ``prompt_embeddings`` + one model call);
+  prompt (the baseline: ``prompt_embeddings`` + one model call); then, on a CPU with bf16
+  matrix units (AMX), that step under bf16 autocast as ``--precision auto`` runs it there
+  (``load_frozen_llm``), against float32 (the losses must agree within 2 %);
 - the CTR-GCN encoder of the default (c = 8, 32 frames, 2 bodies, a batch of 32, one thread):
   CTR-GC's phi and psi on the temporal mean of the input (``ChannelTopologyGC``), against phi
   and psi on every frame and then the mean (the baseline, CTR-GCN's code).
@@ -27,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from actionlm.data.prepare_llm import DEFAULT_SOURCE, prepare_llm
+from actionlm.device import autocast, bf16_matrix_units
 from actionlm.llm.recognizer import (
     IGNORE,
     LoraSettings,
@@ -72,20 +75,28 @@ def per_row_loss(recognizer: Recognizer, tokens: torch.Tensor, labels: list[int]
                            ignore_index=IGNORE, reduction="sum")
 
 
-def bench_lora(llm: Path, threads: int, repeats: int) -> None:
-    torch.set_num_threads(threads)
+def seeded_recognizer(llm: Path, compute_dtype: torch.dtype | None
+                      ) -> tuple[Recognizer, torch.Tensor, list[int]]:
+    """An LLM-AR recognizer whose adapters have an effect (nonzero LoRA B, so that their
+    gradients are compared), the same for every ``compute_dtype``, and a batch of 8."""
     classes = [f"action number {i}" for i in range(19)]
     base = {"llm": str(llm), **base_fingerprint(llm)}
     spec = RecognizerSpec("llm_ar", classes, classes, LoraSettings(dropout=0.0), base, codes=512)
+    torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     codebook = torch.randn(512, base["hidden_size"], generator=gen) * 0.05
-    recognizer = Recognizer(spec, llm, torch.device("cpu"), codebook).train()
-    with torch.no_grad():  # adapters with an effect, so that their gradients are compared
+    recognizer = Recognizer(spec, llm, torch.device("cpu"), codebook, compute_dtype).train()
+    with torch.no_grad():
         for name, p in recognizer.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.02, generator=gen)
     tokens = torch.randint(0, 512, (8, 16), generator=gen)
-    labels = torch.randint(0, len(classes), (8,), generator=gen).tolist()
+    return recognizer, tokens, torch.randint(0, len(classes), (8,), generator=gen).tolist()
+
+
+def bench_lora(llm: Path, threads: int, repeats: int) -> None:
+    torch.set_num_threads(threads)
+    recognizer, tokens, labels = seeded_recognizer(llm, None)
     shared_s, shared = seconds_per_step(
         lambda: gradients(recognizer, recognizer(tokens, labels)[0]), repeats)
     row_s, per_row = seconds_per_step(
@@ -95,6 +106,23 @@ def bench_lora(llm: Path, threads: int, repeats: int) -> None:
     print(f"LoRA step (SmolLM2-135M, batch 8, {head}-token shared head, {threads} threads): "
           f"per-row prompts {row_s:.3f} s, shared head {shared_s:.3f} s: "
           f"{row_s / shared_s:.2f}x")
+    if not bf16_matrix_units(torch.device("cpu")):
+        print("LoRA step in bf16: not measured, this CPU has no bf16 matrix units (AMX)")
+        return
+    fp32_loss = float(recognizer(tokens, labels)[0])
+    recognizer, tokens, labels = seeded_recognizer(llm, torch.bfloat16)
+
+    def bf16_loss():
+        with autocast(torch.device("cpu"), "bf16"):
+            return recognizer(tokens, labels)[0]
+
+    bf16_s, _ = seconds_per_step(lambda: gradients(recognizer, bf16_loss()), repeats)
+    loss = float(bf16_loss())
+    if abs(loss - fp32_loss) > 0.02 * abs(fp32_loss):
+        raise SystemExit(f"LoRA: the bf16 loss {loss:.4f} is not the float32 loss {fp32_loss:.4f}")
+    print(f"LoRA step under bf16 autocast (linear weights held in bf16, eager attention; loss "
+          f"{loss:.3f} against {fp32_loss:.3f}): float32 {shared_s:.3f} s, bf16 {bf16_s:.3f} s: "
+          f"{shared_s / bf16_s:.2f}x")
 
 
 @contextmanager

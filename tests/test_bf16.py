@@ -16,10 +16,10 @@ from safetensors.torch import load_file
 from actionlm.data.clips import load_sequences
 from actionlm.data.prepare_llm import prepare_llm
 from actionlm.data.split_files import SplitFiles
-from actionlm.device import autocast, autocast_dtype
+from actionlm.device import autocast, autocast_dtype, bf16_matrix_units, llm_precision
 from actionlm.errors import ActionlmError
 from actionlm.llm import lora
-from actionlm.llm.recognizer import ADAPTER_FILE, load_recognizer
+from actionlm.llm.recognizer import ADAPTER_FILE, load_frozen_llm, load_recognizer
 from actionlm.llm.scoring import score_answers, tokenize_answers
 from actionlm.models.encoder import load_encoder, predict_logits
 from actionlm.models.vqvae import ActionVQVAE, VQVAEConfig, load_vqvae, save_vqvae
@@ -55,6 +55,17 @@ def assert_same_float32(saved: dict[str, torch.Tensor], memory: dict[str, torch.
         assert torch.equal(tensor, memory[name].detach().cpu()), name
         if memory[name].is_floating_point():
             assert tensor.dtype == torch.float32, name
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_the_llm_stages_run_auto_in_bf16_on_a_cpu_with_bf16_matrix_units_only(amx, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert bf16_matrix_units(CPU) is amx
+    assert llm_precision(CPU, "auto") == ("bf16" if amx else "auto")
+    assert llm_precision(CPU, "fp32") == "fp32" and llm_precision(CPU, "bf16") == "bf16"
+    assert autocast_dtype(CPU, "auto") is None  # the small networks: float32 on any CPU
+    with pytest.raises(ActionlmError, match="--precision 'fp16'"):
+        llm_precision(CPU, "fp16")
 
 
 def test_precision_picks_the_autocast_dtype_and_refuses_unknown_names():
@@ -148,10 +159,40 @@ def test_lora_on_a_bf16_llm_with_checkpointing_keeps_float32_adapters_that_reloa
     memory = recognizer.adapter_state()
     assert_same_float32(load_file(tmp_path / "out" / ADAPTER_FILE), memory)
     assert_same_float32(latest_checkpoint_weights(tmp_path / "out"), memory)
-    loaded = load_recognizer(tmp_path / "out", "cpu")
+    loaded = load_recognizer(tmp_path / "out", "cpu", compute_dtype=torch.bfloat16)
     answers = tokenize_answers(recognizer.tokenizer, CLASSES)
     sentences = pd.read_parquet(inputs["sentences"]).tokens.head(3).map(list).tolist()
     with torch.inference_mode(), autocast(CPU, "bf16"):
         scores = [score_answers(model.eval().model, *model.prompt_embeddings(sentences), answers)
                   for model in (recognizer, loaded)]
     assert torch.allclose(*scores, rtol=2e-2, atol=5e-2)
+
+
+def test_a_float32_llm_under_bf16_holds_its_linear_weights_in_bf16_with_the_same_logits(
+        smollm2_dir):
+    """What autocast computes from float32 weights, the bf16-held weights compute exactly: the
+    embedding table, norms and residual stream stay float32; the tied output head gets a bf16
+    copy (the embedding table itself is untouched); the CPU attends eagerly."""
+    from transformers import AutoModelForCausalLM
+
+    from actionlm.data.prepare_llm import llm_model_dir
+
+    folder = llm_model_dir(smollm2_dir)
+    held = load_frozen_llm(folder, torch.float32, CPU, torch.bfloat16)
+    plain = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32,
+                                                 attn_implementation="eager")
+    layer = held.model.layers[0]
+    assert layer.self_attn.q_proj.weight.dtype == layer.mlp.down_proj.weight.dtype == torch.bfloat16
+    assert held.get_input_embeddings().weight.dtype == torch.float32
+    assert layer.input_layernorm.weight.dtype == torch.float32
+    head = held.get_output_embeddings().weight
+    assert head.dtype == torch.bfloat16 and not head.requires_grad
+    assert torch.equal(head, plain.get_input_embeddings().weight.to(torch.bfloat16))
+    assert held.config._attn_implementation == "eager"
+    ids = torch.tensor([[1, 523, 2847, 314, 253, 1134, 28, 198, 42, 7]])
+    with torch.inference_mode(), autocast(CPU, "bf16"):
+        logits = [model(input_ids=ids).logits for model in (held, plain)]
+    assert torch.equal(*logits)
+    fp32 = load_frozen_llm(folder, torch.float32, CPU, None)
+    assert fp32.model.layers[0].self_attn.q_proj.weight.dtype == torch.float32
+    assert fp32.get_output_embeddings().weight is fp32.get_input_embeddings().weight

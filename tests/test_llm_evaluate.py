@@ -120,7 +120,7 @@ def eval_args(setup, out, method, inputs, *extra):
     add_llm_arguments(parser)
     args = parser.parse_args(list(extra))
     args.__dict__.update(method=method, model=setup.get(method), classes=setup["classes"],
-                         inputs=setup[inputs], out=out, device="cpu", precision="auto",
+                         inputs=setup[inputs], out=out, device="cpu", precision="fp32",
                          batch_size=4)
     return args
 

@@ -12,8 +12,8 @@ test rows of --inputs, scored by constrained log-likelihood of each class's answ
 (actionlm.eval.llm); ``text_probe``: the baseline without an LLM, a projection of the same
 inputs onto the classes' text vectors that can name classes never trained on.
 Every method names its classes from --classes. Networks run under --precision
-(actionlm.device: bf16 autocast on a GPU that supports it by default, bf16 on the CPU on
-request); scores are float32 either way.
+(actionlm.device: bf16 autocast on a GPU that supports it by default, and for the LLM
+recognizers on a CPU with AMX too; bf16 on any CPU on request); scores are float32 either way.
 """
 
 from __future__ import annotations

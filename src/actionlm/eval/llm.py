@@ -44,7 +44,7 @@ from tqdm import tqdm
 from actionlm.cli_args import non_negative_int
 from actionlm.data.classes import read_class_names
 from actionlm.data.features import read_features
-from actionlm.device import autocast, autocast_dtype, select_device
+from actionlm.device import autocast, autocast_dtype, llm_precision, select_device
 from actionlm.errors import ActionlmError
 from actionlm.eval.metrics import write_evaluation
 from actionlm.eval.zero_shot import class_vectors, gzsl_metrics
@@ -125,8 +125,9 @@ def evaluate_recognizer(args: argparse.Namespace) -> dict:
     from actionlm.llm.recognizer import load_recognizer
 
     device = select_device(args.device)
-    autocast_dtype(device, args.precision)
-    recognizer = load_recognizer(args.model, device, llm_dir=args.llm)
+    args.precision = llm_precision(device, args.precision)  # what every scoring pass runs in
+    recognizer = load_recognizer(args.model, device, llm_dir=args.llm,
+                                 compute_dtype=autocast_dtype(device, args.precision))
     if recognizer.spec.method != args.method:
         raise ActionlmError(
             f"{args.model}: a {recognizer.spec.method} recognizer, not {args.method}")

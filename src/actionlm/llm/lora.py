@@ -9,8 +9,10 @@ torchrun, across processes (DDP: gloo on CPU, nccl on CUDA); every step sees the
 whatever the number of processes. AdamW, linear warm-up then cosine decay. Length: --epochs
 passes over the train split, capped at --max-steps steps (0 = no cap); --epochs 0 runs exactly
 --max-steps steps, cycling through as many seeded epochs as they need (LLM-AR counts
-iterations: 75k). The LLM runs under --precision (actionlm.device) in the dtype prepare-llm
-recorded; the trained weights (LoRA, action-token embeddings or projector) are float32 whatever
+iterations: 75k). The LLM runs under --precision (``actionlm.device.llm_precision``: auto is
+bf16 on a CPU with AMX too) in the dtype prepare-llm recorded (its linear layers held in bf16
+under bf16 autocast: ``recognizer.load_frozen_llm``);
+the trained weights (LoRA, action-token embeddings or projector) are float32 whatever
 that dtype, and the loss is float32.
 
 Zero-shot protocols hold classes out of ``train``: only the train rows are read, the training
@@ -61,6 +63,7 @@ from actionlm.device import (
     add_precision_argument,
     autocast,
     autocast_dtype,
+    llm_precision,
     select_device,
     set_threads,
 )
@@ -412,7 +415,7 @@ def train_lora(args: argparse.Namespace) -> tuple[Recognizer, list[dict]]:
     """Build the recognizer from the stage's arguments, train or resume it, write the outputs;
     return the trained recognizer and the curve rows."""
     workers = start_workers(args.device)
-    autocast_dtype(workers.device, args.precision)
+    precision = llm_precision(workers.device, args.precision)
     train_cfg = TrainConfig(**fields_from_args(TrainConfig, args)).validate()
     seed_everything(train_cfg.seed, workers.device)
     classes = read_class_names(args.classes)
@@ -443,14 +446,15 @@ def train_lora(args: argparse.Namespace) -> tuple[Recognizer, list[dict]]:
                               features={"n_steps": n_steps, "width": width}, bridge=bridge)
         inputs.update(features=str(args.features))
         n_tokens = bridge_tokens(bridge, n_steps)
-    recognizer = Recognizer(spec, args.llm, workers.device, codebook)
+    recognizer = Recognizer(spec, args.llm, workers.device, codebook,
+                            autocast_dtype(workers.device, precision))
     recognizer.check_context(n_tokens, data.source)
     if args.gradient_checkpointing:
         recognizer.model.gradient_checkpointing_enable(
             gradient_checkpointing_kwargs={"use_reentrant": False})
     config = {"spec": spec.to_json(), "train": asdict(train_cfg), "inputs": inputs}
     training = LoraTraining(recognizer, data, train_cfg, args.micro_batch_size, Path(args.out),
-                            config, workers, args.precision)
+                            config, workers, precision)
     log.info("%s: %d train samples, %d steps of %d, %.2fM trainable parameters", args.method,
              len(data), training.total_steps, train_cfg.batch_size,
              sum(p.numel() for p in training.params) / 1e6)

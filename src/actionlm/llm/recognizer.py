@@ -136,6 +136,34 @@ def llm_dtype(llm_dir: str | os.PathLike) -> torch.dtype:
     return getattr(torch, json.loads(manifest.read_text()).get("dtype", "float32"))
 
 
+def load_frozen_llm(hf_dir: Path, dtype: torch.dtype, device: torch.device,
+                    compute_dtype: torch.dtype | None) -> nn.Module:
+    """The base LLM as a stage computes with it under autocast to ``compute_dtype``.
+
+    A float32 LLM's linear layers are held in ``compute_dtype``: autocast rounds their weights
+    to it at every call anyway, so the products are the same, without the casts (an output head
+    tied to the embedding table gets its own copy: it is frozen). The embedding table and the
+    norms keep their dtype, and so does the residual stream. On the CPU attention is eager
+    under bf16: PyTorch's CPU flash attention ran a bf16 backward pass at 8.3 ms per layer
+    against 1.0 ms in float32 (a LoRA batch of 8, SmolLM2), where eager attention is bf16
+    matmuls. A LoRA step of SmolLM2 (``benchmarks/bench_training_step.py``) ran 2.1x faster
+    than float32 this way on a CPU with AMX; sdpa under autocast gained 1.3x."""
+    from transformers import AutoModelForCausalLM
+
+    eager = device.type == "cpu" and compute_dtype == torch.bfloat16
+    model = AutoModelForCausalLM.from_pretrained(
+        hf_dir, dtype=dtype, attn_implementation="eager" if eager else None)
+    if compute_dtype is not None and dtype == torch.float32:
+        embeddings = model.get_input_embeddings().weight
+        for module in model.modules():
+            if isinstance(module, nn.Linear) and module.weight is embeddings:
+                module.weight = nn.Parameter(embeddings.detach().to(compute_dtype),
+                                             requires_grad=False)
+            elif isinstance(module, nn.Linear):
+                module.to(compute_dtype)
+    return model
+
+
 class ActionTokenEmbedding(nn.Module):
     """LLM-AR's U new input tokens: row u is the embedding of action token u."""
 
@@ -153,16 +181,18 @@ class Recognizer(nn.Module):
     ``forward`` is the training loss, so that DistributedDataParallel can wrap the module."""
 
     def __init__(self, spec: RecognizerSpec, llm_dir: str | os.PathLike, device: torch.device,
-                 codebook: torch.Tensor | None = None):
+                 codebook: torch.Tensor | None = None, compute_dtype: torch.dtype | None = None):
+        """``compute_dtype``: the autocast dtype the stage runs the LLM under
+        (``actionlm.device.autocast_dtype``; None: no autocast); see ``load_frozen_llm``."""
         super().__init__()
         from peft import get_peft_model
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         self.spec = spec
         self.device = device
         hf_dir = llm_model_dir(llm_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(hf_dir)
-        base = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=llm_dtype(llm_dir))
+        base = load_frozen_llm(hf_dir, llm_dtype(llm_dir), device, compute_dtype)
         hidden = base.get_input_embeddings().embedding_dim
         # peft's default, pinned: adapters of a bf16/fp16 LLM are made float32 (master weights)
         self.model = get_peft_model(base, spec.lora.peft_config(), autocast_adapter_dtype=True)
@@ -361,10 +391,11 @@ def left_padded(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def load_recognizer(folder: str | os.PathLike, device: torch.device | str = "auto",
-                    llm_dir: str | os.PathLike | None = None) -> Recognizer:
+                    llm_dir: str | os.PathLike | None = None,
+                    compute_dtype: torch.dtype | None = None) -> Recognizer:
     """A trained recognizer in eval mode, from its folder or its recognizer.json. ``llm_dir``
     overrides the base LLM folder recorded in recognizer.json (a moved checkout, another
-    node); it must hold the same model."""
+    node); it must hold the same model. ``compute_dtype``: as for ``Recognizer``."""
     folder = Path(folder)
     if folder.name == SPEC_FILE:
         folder = folder.parent
@@ -385,7 +416,7 @@ def load_recognizer(folder: str | os.PathLike, device: torch.device | str = "aut
             f"{found['hidden_size']}, hash {found['fingerprint'][:12]})"
         )
     device = select_device(device) if isinstance(device, str) else device
-    recognizer = Recognizer(spec, llm_dir, device)
+    recognizer = Recognizer(spec, llm_dir, device, compute_dtype=compute_dtype)
     try:
         state = load_file(folder / ADAPTER_FILE)
     except (OSError, SafetensorError) as err:
