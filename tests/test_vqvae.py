@@ -60,7 +60,7 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 @pytest.fixture(scope="module")
 def trained(small_ntu_data, fake_llm, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("vq") / "model"
-    train_vqvae(SplitFiles.prepared(small_ntu_data, "xview"), fake_llm, out, TINY, SMALL_LOSS, replace(FAST, epochs=16),
+    train_vqvae(SplitFiles.prepared(small_ntu_data, "xview"), fake_llm, out, TINY, SMALL_LOSS, replace(FAST, epochs=8),
                 "cpu", checkpoint_every=0)
     return out
 
@@ -195,7 +195,7 @@ def test_load_split_returns_the_split(small_ntu_data):
 
 def test_reconstruction_falls_and_outputs_are_written(trained):
     curves = pd.read_parquet(trained / "curves.parquet")
-    assert len(curves) == 16
+    assert len(curves) == 8
     assert curves.rec.iloc[-1] < 0.9 * curves.rec.iloc[0]
     config = json.loads((trained / "config.json").read_text())
     assert config["model"]["width"] == WIDTH and config["model"]["joints"] == 25
