@@ -109,7 +109,8 @@ def bench_lora(llm: Path, threads: int, repeats: int) -> None:
     if not bf16_matrix_units(torch.device("cpu")):
         print("LoRA step in bf16: not measured, this CPU has no bf16 matrix units (AMX)")
         return
-    fp32_loss = float(recognizer(tokens, labels)[0])
+    with torch.no_grad():
+        fp32_loss = recognizer(tokens, labels)[0].item()
     recognizer, tokens, labels = seeded_recognizer(llm, torch.bfloat16)
 
     def bf16_loss():
@@ -117,7 +118,8 @@ def bench_lora(llm: Path, threads: int, repeats: int) -> None:
             return recognizer(tokens, labels)[0]
 
     bf16_s, _ = seconds_per_step(lambda: gradients(recognizer, bf16_loss()), repeats)
-    loss = float(bf16_loss())
+    with torch.no_grad():
+        loss = bf16_loss().item()
     if abs(loss - fp32_loss) > 0.02 * abs(fp32_loss):
         raise SystemExit(f"LoRA: the bf16 loss {loss:.4f} is not the float32 loss {fp32_loss:.4f}")
     print(f"LoRA step under bf16 autocast (linear weights held in bf16, eager attention; loss "
@@ -160,7 +162,12 @@ def bench_encoder(repeats: int) -> None:
 
 
 def check_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], what: str) -> None:
-    if set(a) != set(b) or not all(torch.allclose(a[n], b[n], rtol=1e-3, atol=1e-5) for n in a):
+    """Equal up to float32 reordering: each element within 1e-3 of itself or 1e-5 of its
+    tensor's largest magnitude (gradients of 60 differ by 4e-4 when summed in another order)."""
+    def close(x: torch.Tensor, y: torch.Tensor) -> bool:
+        return torch.allclose(x, y, rtol=1e-3, atol=1e-5 * max(1.0, float(y.abs().max())))
+
+    if set(a) != set(b) or not all(close(a[n], b[n]) for n in a):
         raise SystemExit(f"{what}: the two computations give different gradients")
 
 

@@ -69,9 +69,9 @@ def bf16_matrix_units(device: torch.device) -> bool:
 def llm_precision(device: torch.device, precision: str) -> str:
     """The precision an LLM stage runs ``precision`` in: ``auto`` is bf16 wherever the device
     has bf16 matrix units, a CPU with AMX included, as an LLM's time is matrix products (a
-    SmolLM2 LoRA step ran 1.9x faster there, ``benchmarks/bench_training_step.py``). The small
-    networks keep ``auto``'s float32 on every CPU: they gain at most 1.2x from bf16 there, and
-    float32 keeps their results the same on any CPU and batch size."""
+    SmolLM2 LoRA step ran 1.6-1.85x faster there, ``benchmarks/bench_training_step.py``). The
+    small networks keep ``auto``'s float32 on every CPU: they gain at most 1.2x from bf16 there,
+    and float32 keeps their results the same on any CPU and batch size."""
     autocast_dtype(device, precision)
     return "bf16" if precision == "auto" and bf16_matrix_units(device) else precision
 

@@ -146,8 +146,9 @@ def load_frozen_llm(hf_dir: Path, dtype: torch.dtype, device: torch.device,
     norms keep their dtype, and so does the residual stream. On the CPU attention is eager
     under bf16: PyTorch's CPU flash attention ran a bf16 backward pass at 8.3 ms per layer
     against 1.0 ms in float32 (a LoRA batch of 8, SmolLM2), where eager attention is bf16
-    matmuls. A LoRA step of SmolLM2 (``benchmarks/bench_training_step.py``) ran 2.1x faster
-    than float32 this way on a CPU with AMX; sdpa under autocast gained 1.3x."""
+    matmuls. A LoRA step of SmolLM2 ran 1.6x faster than float32 this way on two threads of a
+    CPU with AMX (``benchmarks/bench_training_step.py``), 1.85x in the default's one-thread LoRA
+    jobs; with sdpa, autocast gained 1.3x."""
     from transformers import AutoModelForCausalLM
 
     eager = device.type == "cpu" and compute_dtype == torch.bfloat16
