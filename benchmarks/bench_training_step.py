@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from actionlm.data.prepare_llm import DEFAULT_SOURCE, prepare_llm
-from actionlm.device import autocast, bf16_matrix_units
+from actionlm.device import autocast, llm_precision
 from actionlm.llm.recognizer import (
     IGNORE,
     LoraSettings,
@@ -106,7 +106,7 @@ def bench_lora(llm: Path, threads: int, repeats: int) -> None:
     print(f"LoRA step (SmolLM2-135M, batch 8, {head}-token shared head, {threads} threads): "
           f"per-row prompts {row_s:.3f} s, shared head {shared_s:.3f} s: "
           f"{row_s / shared_s:.2f}x")
-    if not bf16_matrix_units(torch.device("cpu")):
+    if llm_precision(torch.device("cpu"), "auto") != "bf16":
         print("LoRA step in bf16: not measured, this CPU has no bf16 matrix units (AMX)")
         return
     with torch.no_grad():

@@ -11,9 +11,8 @@ passes over the train split, capped at --max-steps steps (0 = no cap); --epochs 
 --max-steps steps, cycling through as many seeded epochs as they need (LLM-AR counts
 iterations: 75k). The LLM runs under --precision (``actionlm.device.llm_precision``: auto is
 bf16 on a CPU with AMX too) in the dtype prepare-llm recorded (its linear layers held in bf16
-under bf16 autocast: ``recognizer.load_frozen_llm``);
-the trained weights (LoRA, action-token embeddings or projector) are float32 whatever
-that dtype, and the loss is float32.
+under bf16 autocast: ``recognizer.load_frozen_llm``); the trained weights (LoRA, action-token
+embeddings or projector) are float32 whatever that dtype, and the loss is float32.
 
 Zero-shot protocols hold classes out of ``train``: only the train rows are read, the training
 prompt lists no classes, and the answers trained are the train labels', so the weights do not
