@@ -8,6 +8,7 @@ batch (the gradients must agree, or the figures are not printed):
   prompt (the baseline: ``prompt_embeddings`` + one model call); then, on a CPU with bf16
   matrix units (AMX), that step under bf16 autocast as ``--precision auto`` runs it there
   (``load_frozen_llm``), against float32 (the losses must agree within 2 %);
+- one bf16 linear layer against float32 (why bf16 pays on a CPU with AMX);
 - the CTR-GCN encoder of the default (c = 8, 32 frames, 2 bodies, a batch of 32, one thread):
   CTR-GC's phi and psi on the temporal mean of the input (``ChannelTopologyGC``), against phi
   and psi on every frame and then the mean (the baseline, CTR-GCN's code).
@@ -23,6 +24,7 @@ import statistics
 import tempfile
 import time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -92,6 +94,21 @@ def seeded_recognizer(llm: Path, compute_dtype: torch.dtype | None
                 p.normal_(0, 0.02, generator=gen)
     tokens = torch.randint(0, 512, (8, 16), generator=gen)
     return recognizer, tokens, torch.randint(0, len(classes), (8,), generator=gen).tolist()
+
+
+def bench_matmul(repeats: int) -> None:
+    """One linear layer of SmolLM2's MLP on 384 rows (576 -> 1536), one thread, float32 against
+    bf16 (what oneDNN does with AMX tiles, where the CPU has them)."""
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    x, w = torch.randn(384, 576, generator=gen), torch.randn(1536, 576, generator=gen)
+    rates = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        seconds, _ = seconds_per_step(partial(F.linear, x.to(dtype), w.to(dtype)), repeats * 20)
+        rates[dtype] = 2 * 384 * 576 * 1536 / seconds / 1e9
+    print(f"linear 384 x 576 by 576 x 1536 (1 thread): float32 {rates[torch.float32]:,.0f} "
+          f"GFLOP/s, bf16 {rates[torch.bfloat16]:,.0f} GFLOP/s: "
+          f"{rates[torch.bfloat16] / rates[torch.float32]:.1f}x")
 
 
 def bench_lora(llm: Path, threads: int, repeats: int) -> None:
@@ -179,6 +196,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     bench_encoder(args.repeats)
+    bench_matmul(args.repeats)
     if args.llm:
         bench_lora(args.llm, args.threads, args.repeats)
         return

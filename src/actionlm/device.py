@@ -58,8 +58,9 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
 def bf16_matrix_units(device: torch.device) -> bool:
     """Whether ``device`` multiplies bfloat16 matrices in hardware: a CUDA device that supports
     bf16, or a CPU with AMX tiles (Intel Xeon 4th generation and later), where oneDNN's bf16
-    matmul ran 6.5x faster than float32 (a 384 x 576 by 576 x 1536 product on one thread:
-    1,399 against 214 GFLOP/s). Elsewhere on the CPU bf16 is emulated and slower."""
+    matmul ran 6.3x faster than float32 (a 384 x 576 by 576 x 1536 product on one thread:
+    1,377 against 220 GFLOP/s, ``benchmarks/bench_training_step.py``). Elsewhere on the CPU
+    bf16 is emulated and slower."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
